@@ -1,0 +1,147 @@
+"""The blog's "dry run", for any model: each stage's output shape, parameters and FLOPs.
+
+The model is built on the meta device, so even ViT-H costs no memory: shapes propagate, nothing is computed.
+FLOPs come from ``torch.utils.flop_counter`` (matrix multiplications, convolutions and attention; the cheap
+element-wise work of norms, activations and softmax is not counted). One FLOP is one multiply or one add,
+so a multiply-accumulate is 2 FLOPs; papers that say "17.6 GFLOPs" for ViT-B/16 count MACs (half of ours).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..models import build_model, layers
+
+_SKIPPED = (nn.Dropout, nn.Identity)
+
+
+@dataclass
+class Stage:
+    """One row of the dry run."""
+
+    name: str
+    """The module's path in the model, e.g. ``blocks.3``."""
+    label: str
+    """What the stage is, in words."""
+    output_shape: list[int]
+    params: int
+    flops: int
+
+
+@dataclass
+class Summary:
+    """The whole dry run: stages in execution order, then totals."""
+
+    model: str
+    input_shape: list[int]
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return sum(s.params for s in self.stages)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(s.flops for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "input_shape": self.input_shape, "stages": [asdict(s) for s in self.stages],
+            "total_params": self.total_params, "total_flops": self.total_flops,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_table(self) -> str:
+        rows = [("stage", "module", "output shape", "params", "GFLOPs")]
+        rows.append(("input", "", _shape(self.input_shape), "", ""))
+        rows += [(s.label, s.name, _shape(s.output_shape), f"{s.params:,}", f"{s.flops / 1e9:.3f}") for s in self.stages]
+        rows.append(("total", "", "", f"{self.total_params:,}", f"{self.total_flops / 1e9:.3f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [f"{self.model}: dry run on the meta device (no weights allocated)"]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+            if i in (0, len(rows) - 2):
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append("FLOPs count a multiply-add as 2 (matmuls, convolutions, attention).")
+        return "\n".join(lines)
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") -> Summary:
+    """Run ``model`` on a meta tensor of ``input_shape`` (batch first) and record every stage.
+
+    Stages are the model's direct children, and the children of its block lists, in the order they run.
+    """
+    if _has_real_tensors(model):
+        model = build_model(model.config, device="meta")  # type: ignore[arg-type]
+    summary = Summary(name or type(model).__name__, list(input_shape))
+    counter = FlopCounterMode(display=False)
+    handles = []
+    for stage_name, module in _stage_modules(model):
+        handles.append(module.register_forward_pre_hook(_start(counter)))
+        handles.append(module.register_forward_hook(_finish(counter, summary, stage_name)))
+    try:
+        with counter, torch.no_grad():
+            model.eval()(torch.empty(input_shape, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return summary
+
+
+def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    stages = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            stages += [(f"{name}.{sub}", grandchild) for sub, grandchild in child.named_children()]
+        elif not isinstance(child, _SKIPPED):
+            stages.append((name, child))
+    return stages
+
+
+def _start(counter: FlopCounterMode):
+    def hook(module: nn.Module, args: Any) -> None:
+        module._vitkit_flops_before = counter.get_total_flops()  # type: ignore[attr-defined]
+
+    return hook
+
+
+def _finish(counter: FlopCounterMode, summary: Summary, stage_name: str):
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        flops = counter.get_total_flops() - module._vitkit_flops_before  # type: ignore[attr-defined]
+        params = sum(p.numel() for p in module.parameters())
+        summary.stages.append(Stage(stage_name, _label(stage_name, module), list(output.shape), params, flops))
+
+    return hook
+
+
+def _label(stage_name: str, module: nn.Module) -> str:
+    index = stage_name.rsplit(".", 1)[-1]
+    labels = {
+        layers.PatchEmbed: "patch embedding",
+        layers.ClassToken: "[CLS] token",
+        layers.PositionEmbedding: "position embedding",
+        layers.Block: f"encoder block {int(index) + 1}" if index.isdigit() else "encoder block",
+        nn.LayerNorm: "norm",
+        nn.Linear: "classification head",
+    }
+    for cls, label in labels.items():
+        if isinstance(module, cls):
+            return label
+    custom = getattr(module, "stage_label", None)
+    return custom() if callable(custom) else stage_name
+
+
+def _has_real_tensors(model: nn.Module) -> bool:
+    return any(not t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _shape(shape: list[int]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"

@@ -1,0 +1,196 @@
+"""The building blocks of a Vision Transformer, one small module per concept.
+
+The model in ``vit.py`` (and the video models) are assembled from these. Each stage of the blog's "dry run"
+(patch embedding, position embedding, [CLS] token, encoder block) is its own module, so a forward hook on it
+sees that stage's output: that is how ``vitkit summary`` traces shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Cut an image into non-overlapping patches and project each to ``dim``: [B, C, H, W] -> [B, N, dim].
+
+    A convolution whose kernel equals its stride is exactly "flatten each patch, apply one Linear".
+    """
+
+    def __init__(self, patch_size: tuple[int, int], in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class ClassToken(nn.Module):
+    """Prepend a learned [CLS] token to the sequence: [B, N, D] -> [B, N + 1, D]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    """Add a position embedding of shape [1, L, D]: learned (a parameter) or fixed (a buffer)."""
+
+    def __init__(self, length: int, dim: int, fixed: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if fixed is None:
+            self.weight = nn.Parameter(torch.zeros(1, length, dim))
+        else:
+            # Not saved in checkpoints: it is a function of the grid, recomputed at any resolution.
+            self.register_buffer("weight", fixed.reshape(1, length, dim), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] != self.weight.shape[1]:
+            raise ValueError(
+                f"got {tokens.shape[1]} tokens but the position embedding has {self.weight.shape[1]}; "
+                "the input size must match the model's image_size"
+            )
+        return tokens + self.weight
+
+
+def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, [grid_h * grid_w, dim] (as in MoCo v3 and "Better plain ViT").
+
+    A quarter of the channels each: sin(x), cos(x), sin(y), cos(y) at geometrically spaced frequencies.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos2d position embedding needs dim divisible by 4, got {dim}")
+    y, x = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4) / (dim // 4))
+    x = x.flatten()[:, None] * omega[None, :]
+    y = y.flatten()[:, None] * omega[None, :]
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).float()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection and ``scaled_dot_product_attention``.
+
+    ``over_batch=True`` reproduces the blog's defect: the sequence axis becomes the batch axis, so each token
+    position attends across the images of the batch (what ``nn.MultiheadAttention`` does without
+    ``batch_first=True`` when given [B, N, D]).
+
+    Set ``keep_weights = True`` to compute the attention probabilities explicitly and keep them in
+    ``self.weights`` ([B, heads, N, N]); the fused kernel, which never materialises them, stays the default.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, qkv_bias: bool = True, attn_dropout: float = 0.0, proj_dropout: float = 0.0,
+        over_batch: bool = False,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_dropout = attn_dropout
+        self.proj_dropout = nn.Dropout(proj_dropout)
+        self.over_batch = over_batch
+        self.keep_weights = False
+        self.weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.over_batch:
+            x = x.transpose(0, 1)
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        dropout = self.attn_dropout if self.training else 0.0
+        if self.keep_weights:
+            out = self._explicit(q, k, v, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
+        return out.transpose(0, 1) if self.over_batch else out
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+        weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        self.weights = weights
+        return F.dropout(weights, dropout, self.training) @ v
+
+
+class Mlp(nn.Module):
+    """The feed-forward network: Linear -> GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch for whole samples, scaling the kept ones by 1 / (1 - p)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """One Transformer encoder block: attention and MLP, each inside a residual connection with LayerNorm.
+
+    ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
+    ``norm(x + f(x))``.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
+        attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
+        attention_over_batch: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, qkv_bias, attn_dropout, dropout, over_batch=attention_over_batch)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, hidden_dim, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.drop_path(self.attn(self.norm1(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop_path(self.attn(x)))
+        return self.norm2(x + self.drop_path(self.mlp(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    """timm-style initialisation: truncated normal (std 0.02) for Linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        # Same as a Linear over the flattened patch (the "lecun normal" of the JAX ViT).
+        fan_in = math.prod(module.weight.shape[1:])
+        nn.init.trunc_normal_(module.weight, std=math.sqrt(1.0 / fan_in))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, ClassToken):
+        nn.init.normal_(module.token, std=1e-6)
+    elif isinstance(module, PositionEmbedding) and isinstance(module.weight, nn.Parameter):
+        nn.init.trunc_normal_(module.weight, std=0.02)
