@@ -7,6 +7,7 @@
 # Environments live outside the clone, keyed by a hash of the pinned requirements, so a fresh clone (CI)
 # reuses them instead of reinstalling gigabytes. Override the location with VITKIT_VENV_ROOT.
 set -euo pipefail
+# (pip warns about every missing local index folder of this machine: those lines are filtered out.)
 name=${1:?usage: scripts/venv.sh core|peers}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 req="$repo/requirements/$name.txt"
@@ -20,9 +21,9 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$root"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -r "$req" >&2
-  "$venv/bin/python" -m pip install --quiet --no-deps -r "$repo/requirements/nodeps.txt" >&2
+  "$venv/bin/python" -m pip install --quiet -r "$req" 2> >(grep -v "is ignored" >&2)
+  "$venv/bin/python" -m pip install --quiet --no-deps -r "$repo/requirements/nodeps.txt" 2> >(grep -v "is ignored" >&2)
+  "$venv/bin/python" -c "import torch, numpy, PIL, safetensors, av" >&2
   touch "$venv/.complete"
 fi
 echo "$venv"

@@ -1,0 +1,1 @@
+"""Reading and writing other libraries' ViT weights (timm, Hugging Face, torchvision, JAX)."""
