@@ -87,6 +87,18 @@ def build_model(config: Any, *, device: torch.device | str | None = None) -> nn.
         return builders[type(config)](config)
 
 
+def config_class(architecture: str) -> type:
+    """The config class of a model class name (as stored in a saved model's ``config.json``)."""
+    for spec in _REGISTRY.values():
+        if getattr(spec.build, "__name__", "") == architecture:
+            return type(spec.config)
+    raise ConfigError(f"unknown architecture {architecture!r}; this vitkit knows {sorted(_architectures())}")
+
+
+def _architectures() -> set[str]:
+    return {getattr(spec.build, "__name__", "?") for spec in _REGISTRY.values()}
+
+
 def _register_vits() -> None:
     for size, patch in [("ti", 16), ("ti", 32), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("l", 16),
                         ("l", 32), ("h", 14)]:

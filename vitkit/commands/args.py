@@ -1,0 +1,27 @@
+"""Argument types shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def size(text: str) -> tuple[int, ...]:
+    """Parse ``3x224x224`` into (3, 224, 224)."""
+    try:
+        values = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 3x224x224, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers like 3x224x224, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """Parse a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
