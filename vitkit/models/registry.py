@@ -117,6 +117,9 @@ def _register_vits() -> None:
              "the blog's model exactly: post-norm, pos-embed before [CLS], attention across the batch (a defect)")
     register("seed_fixed", seed.replace(attention_axis="tokens"), VisionTransformer,
              "the blog's model with attention over the tokens of each image (batch-mixing defect fixed)")
+    # The embedded demo's model: 28x28 digits in 4x4 patches of 7x7 pixels.
+    register("vit_mnist", ViTConfig(image_size=28, patch_size=7, dim=128, depth=6, heads=4, num_classes=10),
+             VisionTransformer, "a small ViT for 28x28 digits (the `make demo` model on MNIST-5k)")
 
 
 _register_vits()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig
 from .layers import Block, ClassToken, PatchEmbed, PositionEmbedding, init_weights, sincos_2d
@@ -64,6 +65,8 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
         self.pool = Pool(c.pool, self.num_prefix_tokens)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.grad_checkpointing = False
+        """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
         self.apply(init_weights)
 
     @staticmethod
@@ -88,8 +91,16 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(images)
         for name in self.embed_order:
             x = getattr(self, name)(x)
-        x = self.blocks(self.pos_drop(x))
+        x = self.run_blocks(self.pos_drop(x))
         return self.norm(x) if self.config.pool == "cls" else x
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder blocks, with activation checkpointing when enabled and training."""
+        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+            return self.blocks(x)
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]."""

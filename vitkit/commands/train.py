@@ -1,0 +1,219 @@
+"""``vitkit train``, ``vitkit eval`` and ``vitkit predict``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .args import positive_int
+
+# CLI option -> TrainConfig field; every option defaults to None so that "not given" is visible and an
+# embedded dataset's recipe (or the config defaults) fills the rest.
+_OPTIONS: list[tuple[str, type, str]] = [
+    ("--model", str, "model name (see `vitkit models`)"),
+    ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME"),
+    ("--out", str, "run folder to create (default runs/<data>-<model>)"),
+    ("--epochs", positive_int, "training epochs"),
+    ("--batch-size", positive_int, "images per optimiser step"),
+    ("--accum-steps", positive_int, "split each batch into this many micro-batches (gradient accumulation)"),
+    ("--lr", float, "peak learning rate"),
+    ("--min-lr", float, "final learning rate of the cosine schedule"),
+    ("--weight-decay", float, "AdamW weight decay (not applied to norms, biases, pos-embed, [CLS])"),
+    ("--warmup-epochs", float, "linear warmup length"),
+    ("--clip-grad", float, "gradient-norm clipping (0: off)"),
+    ("--label-smoothing", float, "label smoothing"),
+    ("--precision", str, "bf16 (autocast) or fp32"),
+    ("--img-size", positive_int, "training resolution (default: the model's)"),
+    ("--crop", str, "rrc (random resized crop), shift or center"),
+    ("--augment", str, "trivial (TrivialAugment), randaugment or none"),
+    ("--mixup", float, "mixup alpha (0: off)"),
+    ("--cutmix", float, "cutmix alpha (0: off)"),
+    ("--ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
+    ("--seed", int, "random seed; the same seed repeats a run exactly on CPU"),
+    ("--workers", int, "data loading threads for decoding"),
+    ("--val-fraction", float, "val share when the folder has no train/val split"),
+    ("--time-limit", float, "stop after this many minutes of training"),
+    ("--drop-path", float, "stochastic depth rate (a model option)"),
+]
+_MODEL_OPTIONS = {"drop_path"}
+
+
+def _field(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def _model_args(pairs: list[str]) -> dict:
+    from ..errors import VitkitError
+
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise VitkitError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
+
+
+def build_train_config(args: argparse.Namespace):
+    """TrainConfig from defaults < the embedded dataset's recipe < options given on the command line."""
+    from ..data.datasets import EMBEDDED
+    from ..train.config import TrainConfig
+
+    data = args.data or "mnist-5k"
+    values: dict = dict(EMBEDDED[data].recipe) if data in EMBEDDED else {}
+    values["data"] = data
+    model_args = _model_args(args.model_arg or [])
+    for option, _, _ in _OPTIONS:
+        name = _field(option)
+        given = getattr(args, name)
+        if given is None:
+            continue
+        if name in _MODEL_OPTIONS:
+            model_args[name] = given
+        else:
+            values[name] = given
+    if args.no_flip:
+        values["flip"] = False
+    if args.crop_scale:
+        values["crop_scale"] = tuple(args.crop_scale)
+    values["compile"] = args.compile
+    values["grad_checkpointing"] = args.grad_checkpointing
+    values["model_args"] = model_args
+    values.setdefault("out", f"runs/{Path(data).name or 'data'}-{values.get('model', TrainConfig.model)}")
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train.loop import Trainer, resume_config
+
+    if args.resume:
+        trainer = Trainer(resume_config(args.resume), resume=True)
+    else:
+        trainer = Trainer(build_train_config(args))
+    summary = trainer.fit()
+    if summary.get("interrupted"):
+        return 130
+    print(f"\nbest val accuracy {summary['best_val_accuracy']:.2%} after {summary['epochs_done']} epochs "
+          f"({summary['train_minutes']:.1f} min); model in {summary['run']}")
+    print("plots: " + ", ".join(summary["plots"]))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data.datasets import load_datasets
+    from ..errors import VitkitError
+    from ..train import report
+    from ..train.evaluate import evaluate
+    from ..train.loop import load_run
+
+    model, prep, class_names = load_run(args.run)
+    val = _eval_set(args.data, prep.short_side)
+    if val.class_names != class_names:
+        raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
+    if val.skipped:
+        print(report.skipped_warning(val.skipped), file=sys.stderr)
+    metrics = evaluate(model, val, prep, batch_size=args.batch_size)
+    out = Path(args.out or Path(args.run) / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    report.plot_confusion(out / "confusion_matrix.png", metrics["confusion_matrix"], class_names)
+    print(f"accuracy {metrics['accuracy']:.2%} on {metrics['samples']} images"
+          + (f", top-5 {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else "")
+          + (f", {len(val.skipped)} skipped" if val.skipped else ""))
+    width = max(len(n) for n in class_names)
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for name, row in metrics["per_class"].items():
+        print(f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}")
+    print(f"metrics and confusion matrix in {out}")
+    return 0
+
+
+def _eval_set(data: str, short_side: int):
+    """The labelled images to evaluate on: an embedded set's test split, ``data/val``, or ``data/<class>/*``."""
+    from ..data.datasets import EMBEDDED
+    from ..data.folders import VAL_NAMES, class_folders
+    from ..data.images import decode_files
+
+    if data in EMBEDDED:
+        return EMBEDDED[data].load(short_side)[1]
+    root = Path(data)
+    root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
+    files = class_folders(root)
+    names = sorted(files)
+    paths = [p for n in names for p in files[n]]
+    labels = [i for i, n in enumerate(names) for _ in files[n]]
+    return decode_files(paths, labels, names, short_side, desc="decoding")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.decode import is_image_file
+    from ..data.images import decode_files
+    from ..errors import VitkitError
+    from ..train import report
+    from ..train.evaluate import predict_logits, top_k
+    from ..train.loop import load_run
+
+    model, prep, class_names = load_run(args.run)
+    files: list[Path] = []
+    for item in map(Path, args.inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise VitkitError(f"{item} does not exist")
+    if not files:
+        raise VitkitError(f"no image files in {', '.join(args.inputs)}")
+    data = decode_files(files, [0] * len(files), class_names, prep.short_side, desc="decoding")
+    if data.skipped:
+        print(report.skipped_warning(data.skipped), file=sys.stderr)
+    ranked = top_k(predict_logits(model, data, prep, desc=None), class_names, args.top_k)
+    rows = [{"file": path, "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
+            for path, preds in zip(data.paths, ranked)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "rank", "class", "probability"])
+        for row in rows:
+            for rank, pred in enumerate(row["predictions"], 1):
+                writer.writerow([row["file"], rank, pred["class"], pred["probability"]])
+    else:
+        for row in rows:
+            best = "  ".join(f"{p['class']} {p['probability']:.1%}" for p in row["predictions"])
+            print(f"{row['file']}  {best}")
+    return 0 if rows else 1
+
+
+def register(add) -> None:
+    train = add("train", cmd_train, "train a model on an image folder (default: the embedded MNIST-5k digits)")
+    train.add_argument("--data", default=None,
+                       help="PATH/{train,val}/<class>/* or PATH/<class>/*, or mnist-5k (the default)")
+    for option, kind, help_text in _OPTIONS:
+        train.add_argument(option, type=kind, default=None, help=help_text)
+    train.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help="area range of random resized crops")
+    train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits or text)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
+    train.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                       help="override a model option, e.g. --model-arg depth=6 (repeatable)")
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")
+
+    evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image folder")
+    evaluate.add_argument("run", help="run folder (or any vitkit model folder)")
+    evaluate.add_argument("--data", required=True, help="PATH/<class>/* or a dataset root with val/")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--out", default=None, help="where to write metrics.json and the confusion matrix")
+
+    predict = add("predict", cmd_predict, "classify image files or folders with a trained run")
+    predict.add_argument("run", help="run folder (or any vitkit model folder)")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=positive_int, default=1)
+    predict.add_argument("--format", choices=["table", "json", "csv"], default="table")

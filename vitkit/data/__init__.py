@@ -1,0 +1,1 @@
+"""Data: decoding images, finding datasets on disk, the embedded MNIST-5k set, augmentation, batching."""

@@ -1,0 +1,91 @@
+"""A labelled set of images held as uint8 tensors, decoded once and cached in memory.
+
+The first pass decodes every file in full (this is also how corrupt files are found: they are dropped and
+reported, never fatal) and keeps each image with its shorter side resized to ``short_side``, so later epochs
+never decode a JPEG again. Training crops and evaluation center crops are cut from these cached images.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .decode import BadImage, load_rgb
+
+MAX_ASPECT = 4  # a 10000x50 strip is cut to at most 4:1 around its center, so it cannot blow up memory
+
+
+@dataclass
+class ImageSet:
+    """Images (uint8 [3, h, w], shorter side ``short_side``) with integer labels."""
+
+    images: list[torch.Tensor]
+    labels: list[int]
+    class_names: list[str]
+    paths: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of each file that could not be used."""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def fit_short_side(image: Image.Image, short_side: int) -> Image.Image:
+    """Resize so the shorter side is ``short_side`` (bicubic, antialiased), cropping extreme aspect ratios."""
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        keep = MAX_ASPECT * min(w, h)
+        left, top = (w - min(w, keep)) // 2, (h - min(h, keep)) // 2
+        image = image.crop((left, top, left + min(w, keep), top + min(h, keep)))
+        w, h = image.size
+    scale = short_side / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image if size == (w, h) else image.resize(size, Image.BICUBIC)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """Pillow RGB -> uint8 tensor [3, H, W]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def load_for_model(path: str | Path, short_side: int) -> torch.Tensor:
+    """Decode one file and fit it to ``short_side``: uint8 [3, h, w]. Raises BadImage."""
+    return to_tensor(fit_short_side(load_rgb(path, min_size=short_side), short_side))
+
+
+def decode_files(paths: list[Path], labels: list[int], class_names: list[str], short_side: int,
+                 workers: int = 4, desc: str = "decoding") -> ImageSet:
+    """Decode every file (threads: Pillow releases the GIL while decoding); bad files are skipped and listed."""
+    def work(path: Path) -> torch.Tensor | str:
+        try:
+            return load_for_model(path, short_side)
+        except BadImage as error:
+            return str(error)
+
+    result = ImageSet([], [], class_names)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        decoded = pool.map(work, paths)
+        for path, label, item in tqdm(zip(paths, labels, decoded), total=len(paths), desc=desc, unit="img",
+                                      leave=False, dynamic_ncols=True, disable=None):
+            if isinstance(item, str):
+                result.skipped.append((str(path), item))
+                continue
+            result.images.append(item)
+            result.labels.append(label)
+            result.paths.append(str(path))
+    return result
+
+
+def from_arrays(images: np.ndarray, labels: np.ndarray, class_names: list[str], short_side: int) -> ImageSet:
+    """An ImageSet from in-memory grayscale [N, H, W] or RGB [N, H, W, 3] uint8 arrays."""
+    tensors = []
+    for array in images:
+        image = Image.fromarray(array).convert("RGB")
+        tensors.append(to_tensor(fit_short_side(image, short_side)))
+    return ImageSet(tensors, [int(x) for x in labels], class_names, [f"#{i}" for i in range(len(tensors))])

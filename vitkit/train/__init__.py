@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction: the loop, its optimiser, metrics and the run folder."""

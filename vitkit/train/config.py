@@ -1,0 +1,96 @@
+"""Every setting of a training run, as one dataclass saved in the run's config.json (so ``--resume`` needs
+nothing else)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are a sound from-scratch recipe for small image folders; see docs/training.md."""
+
+    data: str = "mnist-5k"
+    model: str = "vit_ti16"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model config, e.g. {"depth": 6}."""
+    init: str | None = None
+    """Pretrained weights to start from (a run folder or any source ``vitkit.load`` reads)."""
+    out: str = "runs/run"
+    epochs: int = 30
+    batch_size: int = 64
+    accum_steps: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    clip_grad: float = 1.0
+    label_smoothing: float = 0.1
+    precision: str = "bf16"
+    """``bf16`` (autocast) or ``fp32``."""
+    img_size: int | None = None
+    """Training resolution; None uses the model's own."""
+    crop: str = "rrc"
+    """``rrc`` random resized crop, ``shift`` pad-and-crop (small digits), ``center`` none."""
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    shift_pad: int = 2
+    flip: bool = True
+    augment: str = "trivial"
+    """``trivial`` (TrivialAugment), ``randaugment`` or ``none``."""
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float = 0.0
+    """EMA decay of the weights (e.g. 0.999); 0 turns it off."""
+    compile: bool = False
+    grad_checkpointing: bool = False
+    seed: int = 0
+    workers: int = 0
+    val_fraction: float = 0.2
+    crop_pct: float = 0.875
+    """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    time_limit: float | None = None
+    """Minutes of training after which the run stops early (its schedule is not changed)."""
+
+    def __post_init__(self) -> None:
+        self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
+        self.mean = tuple(self.mean)  # type: ignore[assignment]
+        self.std = tuple(self.std)  # type: ignore[assignment]
+        checks = [
+            (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
+            (self.accum_steps > 0, f"--accum-steps must be positive, got {self.accum_steps}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.precision in ("bf16", "fp32"), f"--precision must be bf16 or fp32, got {self.precision!r}"),
+            (self.crop in ("rrc", "shift", "center"), f"--crop must be rrc, shift or center, got {self.crop!r}"),
+            (self.augment in ("trivial", "randaugment", "none"),
+             f"--augment must be trivial, randaugment or none, got {self.augment!r}"),
+            (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
+            (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop-scale must be 0 < a <= b <= 1, got {self.crop_scale}"),
+            (self.img_size is None or self.img_size > 0, f"--img-size must be positive, got {self.img_size}"),
+            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

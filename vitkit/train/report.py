@@ -1,0 +1,96 @@
+"""What a run leaves for people to read: metrics.jsonl, TensorBoard events, PNG plots, a summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..store import atomic_write
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl from the full history (so a resumed run never holds duplicate epochs)."""
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
+
+
+class TensorBoard:
+    """TensorBoard scalars, if the tensorboard package is installed (silently off otherwise)."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.writer = None
+            return
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> Path:
+    """Loss and accuracy per epoch, train and val, as ``plots/curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
+    loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_ax.plot(epochs, [row["train_accuracy"] for row in history], label="train (augmented)")
+    acc_ax.plot(epochs, [row["val_accuracy"] for row in history], label="val")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = run_dir / "plots" / "curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(path: Path, matrix: list[list[int]], class_names: list[str]) -> Path:
+    """A confusion matrix heat map with counts, true classes as rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    size = min(16, 2 + 0.5 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set_xticklabels(class_names, rotation=45, ha="right")
+    ax.set_yticklabels(class_names)
+    peak = max(max(row) for row in matrix) or 1
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(matrix[i][j]), ha="center", va="center",
+                        color="white" if matrix[i][j] > peak / 2 else "black", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def skipped_warning(skipped: list[tuple[str, str]]) -> str:
+    """One warning that lists every skipped file and why."""
+    lines = [f"warning: skipped {len(skipped)} unreadable file(s):"]
+    lines += [f"  {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines)
