@@ -1,0 +1,110 @@
+"""``vitkit explain``: what the model looked at, as PNG overlays on the input image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+MAX_COLUMNS = 7  # 12 heads + the input make two rows
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain import explain, figure_size, load_crop, preprocess_of, save_figure, to_input
+
+    model, meta = load_source(args.source)
+    config = model.config
+    prep = preprocess_of(config, meta)
+    crop = load_crop(args.image, prep)
+    images = to_input(crop, prep)
+    target = _class_index(args.target, meta.get("class_names")) if args.target is not None else None
+    result = explain(model, images, args.method, layer=args.layer, head=args.head, target=target)
+    if getattr(config, "attention_axis", "tokens") == "batch":
+        print("note: this model attends across the batch, so within one image no patch reaches the classifier "
+              "token: its maps are flat (see docs/explain.md)", file=sys.stderr)
+    panels, captions = _panels(crop, result)
+    columns = min(len(panels), MAX_COLUMNS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{Path(args.image).stem}.{_suffix(args, config)}.png"
+    title = _title(result, meta, args.method)
+    save_figure(path, panels, captions, title, columns=columns)
+    width, height = figure_size(crop.shape[:2], len(panels), columns)
+    print(f"{path} ({width}x{height}): {title}")
+    return 0
+
+
+def _panels(crop, result) -> tuple[list, list[str]]:
+    """The input crop, then one overlay per map; a map with no contrast is captioned as flat."""
+    from ..explain.overlay import is_flat, overlay
+
+    heats = [heat.numpy() for heat in result.heat[0]]
+    captions = [caption + (" (flat)" if is_flat(heat) else "") for caption, heat in zip(result.captions, heats)]
+    return [crop] + [overlay(crop, heat) for heat in heats], ["input"] + captions
+
+
+def load_source(source: str) -> tuple[Any, dict[str, Any]]:
+    """A model to explain: a vitkit model folder, or a registered name (untrained weights, for a quick look)."""
+    from ..errors import VitkitError
+    from ..models import create_model, list_models
+    from ..store import CONFIG_FILE, load_model
+
+    if (Path(source) / CONFIG_FILE).is_file():
+        return load_model(source)
+    if source in list_models():
+        print(f"note: {source} is a model name, so its weights are random; pass a trained model folder to see "
+              "what a trained model looks at", file=sys.stderr)
+        return create_model(source).eval(), {}
+    raise VitkitError(f"{source} is neither a vitkit model folder (with {CONFIG_FILE}) nor a model name; "
+                      "pass a folder written by `vitkit train` or a name from `vitkit models`")
+
+
+def _class_index(target: str, class_names: list[str] | None) -> int:
+    """``--target`` as a class index: a class name from the model's config.json, or a number."""
+    from ..errors import VitkitError
+
+    if class_names and target in class_names:
+        return class_names.index(target)
+    if target.isdigit():
+        return int(target)
+    known = f"one of {', '.join(class_names)} or " if class_names else ""
+    raise VitkitError(f"--target {target!r} is not a class of this model; use {known}a class index")
+
+
+def _title(result, meta: dict[str, Any], method: str) -> str:
+    """``rollout: predicted dog (p = 0.93)``, plus the explained class when it is not the predicted one."""
+    if result.probabilities.numel() == 0:
+        return f"{method}: the model has no classification head"
+    names = meta.get("class_names") or []
+    name = lambda index: names[index] if index < len(names) else f"class {index}"  # noqa: E731
+    predicted = int(result.probabilities[0].argmax())
+    title = f"{method}: predicted {name(predicted)} (p = {result.probabilities[0, predicted]:.1%})"
+    explained = int(result.target[0])
+    if method == "grad-rollout" and explained != predicted:
+        title += f", explaining {name(explained)} (p = {result.probabilities[0, explained]:.1%})"
+    return title
+
+
+def _suffix(args: argparse.Namespace, config: Any) -> str:
+    """The file-name part that says what was drawn: ``rollout``, ``attention-layer11``, ``attention-layer11-head3``."""
+    if args.method != "attention":
+        return args.method
+    head = "" if args.head is None else f"-head{args.head % config.heads}"
+    return f"attention-layer{args.layer % config.depth}{head}"
+
+
+def register(add) -> None:
+    explain = add("explain", cmd_explain,
+                  "draw what a model looks at on an image: per-head attention, attention rollout, grad-rollout")
+    explain.add_argument("source", metavar="RUN_OR_SOURCE",
+                         help="a vitkit model folder (from `vitkit train`), or a model name for random weights")
+    explain.add_argument("image", metavar="IMAGE", help="an image file (.jpg, .png, ...)")
+    explain.add_argument("--method", choices=["attention", "rollout", "grad-rollout"], default="rollout",
+                         help="attention: one layer, a panel per head; rollout: all layers (Abnar & Zuidema "
+                              "2020); grad-rollout: class-specific (Chefer et al. 2021). Default rollout")
+    explain.add_argument("--layer", type=int, default=-1, help="layer for --method attention (default -1, the last)")
+    explain.add_argument("--head", type=int, default=None, help="one head for --method attention (default: all)")
+    explain.add_argument("--target", default=None, metavar="CLASS",
+                         help="class to explain with grad-rollout, by name or index (default: the predicted one)")
+    explain.add_argument("--out", default="explain", metavar="DIR", help="folder for the PNGs (default ./explain)")
