@@ -123,20 +123,25 @@ def _finish(counter: FlopCounterMode, summary: Summary, stage_name: str):
 
 
 def _label(stage_name: str, module: nn.Module) -> str:
-    index = stage_name.rsplit(".", 1)[-1]
+    container, _, index = stage_name.rpartition(".")
+    number = f" {int(index) + 1}" if index.isdigit() else ""
+    custom = getattr(module, "stage_label", None)
+    if callable(custom):
+        return custom() + number
+    # A block list named "spatial_blocks" labels its blocks "spatial block N"; plain "blocks", "encoder block N".
+    kind = container.removesuffix("blocks").replace("_", " ") or "encoder "
     labels = {
         layers.PatchEmbed: "patch embedding",
         layers.ClassToken: "[CLS] token",
         layers.PositionEmbedding: "position embedding",
-        layers.Block: f"encoder block {int(index) + 1}" if index.isdigit() else "encoder block",
+        layers.Block: f"{kind}block{number}",
         nn.LayerNorm: "norm",
         nn.Linear: "classification head",
     }
     for cls, label in labels.items():
         if isinstance(module, cls):
             return label
-    custom = getattr(module, "stage_label", None)
-    return custom() if callable(custom) else stage_name
+    return stage_name
 
 
 def _has_real_tensors(model: nn.Module) -> bool:

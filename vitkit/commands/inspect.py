@@ -16,7 +16,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         model = create_model(name, device="meta")
         config = model.config
-        summary = summarize(model, (1, config.in_channels, *config.image_size), name=name)
+        summary = summarize(model, (1, *config.input_shape), name=name)
         rows.append({"name": name, "params": summary.total_params, "gflops": summary.total_flops / 1e9,
                      "input": "x".join(map(str, summary.input_shape[1:])), "description": get_spec(name).description})
     if args.json:
@@ -44,6 +44,7 @@ def register(add) -> None:
     summary = add("summary", cmd_summary, "layer-by-layer dry run: output shape, parameters and FLOPs of each stage")
     summary.add_argument("model", help="a registered model name (see `vitkit models`)")
     summary.add_argument("--input-size", type=size, default=None, metavar="CxHxW",
-                         help="input size, e.g. 3x224x224 (default: the model's own)")
+                         help="input size, e.g. 3x224x224, or CxTxHxW for video models, e.g. 3x16x224x224 "
+                              "(default: the model's own)")
     summary.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -115,6 +115,11 @@ class ViTConfig:
         """The feed-forward hidden size actually used."""
         return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image: ``(C, H, W)``."""
+        return (self.in_channels, *self.image_size)
+
     def replace(self, **overrides: Any) -> "ViTConfig":
         """A copy with some fields changed (validated again)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

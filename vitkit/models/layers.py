@@ -104,13 +104,16 @@ class Attention(nn.Module):
             x = x.transpose(0, 1)
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        dropout = self.attn_dropout if self.training else 0.0
-        if self.keep_weights:
-            out = self._explicit(q, k, v, dropout)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = self.attend(q, k, v)
         out = self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
         return out.transpose(0, 1) if self.over_batch else out
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of every query to every key, [..., L, head_dim] each (subclasses restrict who sees whom)."""
+        dropout = self.attn_dropout if self.training else 0.0
+        if self.keep_weights:
+            return self._explicit(q, k, v, dropout)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
         weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)

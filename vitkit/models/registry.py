@@ -16,6 +16,8 @@ from torch import nn
 from ..errors import ConfigError
 from .config import ViTConfig
 from .vit import VisionTransformer
+from .vivit import VideoVisionTransformer
+from .vivit_config import VARIANT_NUMBERS, ViViTConfig
 
 
 @dataclass(frozen=True)
@@ -123,3 +125,18 @@ def _register_vits() -> None:
 
 
 _register_vits()
+
+
+def _register_vivits() -> None:
+    # The paper's ViViT-{B,L}/16x2 (Arnab et al. 2021): 32 frames at 224 px, 2x16x16 tubelets; Model 2 adds a
+    # 4-block temporal encoder. Ti and S use DeiT's widths.
+    for variant, number in VARIANT_NUMBERS.items():
+        for size in ("ti", "s", "b", "l"):
+            dim, depth, heads = VIT_SIZES[size]
+            pool = "cls" if number <= 2 else "mean"
+            config = ViViTConfig(variant=variant, dim=dim, depth=depth, heads=heads, pool=pool)  # type: ignore[arg-type]
+            register(f"vivit_m{number}_{size}", config, VideoVisionTransformer,
+                     f"ViViT-{_SIZE_NAMES[size]}/16x2 Model {number} ({variant.replace('_', ' ')}), 32x224x224 clips")
+
+
+_register_vivits()

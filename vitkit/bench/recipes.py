@@ -1,0 +1,94 @@
+"""How each benchmark mode prepares a model: vitkit with its fast paths, a peer library the standard way.
+
+| mode       | vitkit                                                      | peer (any nn.Module)              |
+|------------|-------------------------------------------------------------|-----------------------------------|
+| infer-fp32 | fused CPU kernels                                           | eager fp32                        |
+| infer-bf16 | bf16 weights + fused CPU kernels                            | bf16 weights (``.to(bfloat16)``)  |
+| infer-int8 | int8 Linear layers (dynamic quantisation)                   | (not run: compared to fp32 peers) |
+| train-fp32 | fused CPU kernels + fused AdamW                             | eager fp32 + AdamW (default)      |
+| train-bf16 | autocast bf16 + fused AdamW + fused kernels                 | autocast bf16 + AdamW (default)   |
+
+bf16 weights with fp32 masters (``vitkit.fast.MasterWeights``) is correct and tested but, on CPU with torch
+2.14, slower than autocast: pure-bf16 LayerNorm, bias-gradient and attention backward kernels are slow there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..fast import checkpoint_blocks, fused_adamw, quantize_int8, use_fused_kernels
+from .timing import Candidate, Step
+from .workloads import Forward, forward_flops, inference_step, random_batch, synchronized, training_step
+
+MODES = ("infer-fp32", "infer-bf16", "infer-int8", "train-fp32", "train-bf16")
+TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass: the usual convention for MFU
+LEARNING_RATE = 1e-4
+
+
+def is_training(mode: str) -> bool:
+    """Whether ``mode`` times a training step."""
+    return mode.startswith("train")
+
+
+def dtype_of(mode: str) -> torch.dtype:
+    """The compute dtype of ``mode`` (int8 inference counts as fp32 activations)."""
+    return torch.bfloat16 if mode.endswith("bf16") else torch.float32
+
+
+def vitkit_candidate(name: str, build: Callable[[], nn.Module], mode: str, batch: int, shape: tuple[int, ...],
+                     classes: int, device: str = "cpu", checkpointing: bool = False) -> Candidate:
+    """vitkit's model ``build()`` prepared with every fast path that suits ``mode``."""
+
+    def setup() -> tuple[Step, float]:
+        model = build().to(device).eval()
+        inputs, labels = random_batch(batch, shape, classes, device)
+        flops = _flops(model, inputs, mode)  # counted on the plain model: fused ops are invisible to the counter
+        if mode == "infer-int8":
+            return inference_step(quantize_int8(model), inputs), flops
+        if mode == "infer-bf16":
+            model, inputs = model.to(torch.bfloat16), inputs.to(torch.bfloat16)
+        if device == "cpu":
+            use_fused_kernels(model)
+        if checkpointing:
+            checkpoint_blocks(model)
+        if not is_training(mode):
+            return synchronized(inference_step(model.eval(), inputs), device), flops
+        model.train()
+        autocast = torch.bfloat16 if mode == "train-bf16" else None
+        return synchronized(training_step(model, inputs, labels, _adamw(model.parameters()), autocast), device), flops
+
+    return Candidate(name, setup, items=batch)
+
+
+def peer_candidate(name: str, build: Callable[[], nn.Module], mode: str, batch: int, shape: tuple[int, ...],
+                   classes: int, device: str = "cpu", forward: Callable[[nn.Module], Forward] | None = None,
+                   ) -> Candidate:
+    """A peer library's model run the standard PyTorch way for ``mode`` (see the table above)."""
+
+    def setup() -> tuple[Step, float]:
+        model = build().to(device).eval()
+        inputs, labels = random_batch(batch, shape, classes, device)
+        flops = _flops(forward(model) if forward else model, inputs, mode)
+        if mode == "infer-bf16":
+            model, inputs = model.to(torch.bfloat16), inputs.to(torch.bfloat16)
+        model.train(is_training(mode))
+        call = forward(model) if forward else model
+        if not is_training(mode):
+            return synchronized(inference_step(call, inputs), device), flops
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+        autocast = torch.bfloat16 if mode == "train-bf16" else None
+        return synchronized(training_step(call, inputs, labels, optimizer, autocast), device), flops
+
+    return Candidate(name, setup, items=batch)
+
+
+def _adamw(params) -> torch.optim.Optimizer:
+    return fused_adamw(params, lr=LEARNING_RATE)
+
+
+def _flops(forward: Forward, inputs: torch.Tensor, mode: str) -> float:
+    factor = TRAIN_FLOPS_FACTOR if is_training(mode) else 1
+    return float(forward_flops(forward, inputs)) * factor

@@ -1,0 +1,57 @@
+"""``vitkit bench``: vitkit's own speed on this machine, fast paths against the plain PyTorch path.
+
+The peer comparison (timm, transformers, vit-pytorch) is ``benchmarks/peers.py`` in the peers environment;
+both use the same measuring code (``vitkit.bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import positive_int
+
+MODES = ("infer-fp32", "infer-bf16", "infer-int8", "train-fp32", "train-bf16")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import report, suite
+    from ..bench.recipes import peer_candidate, vitkit_candidate
+    from ..errors import VitkitError
+    from ..models import get_config, get_spec
+
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise VitkitError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    config = get_config(args.model)
+    build = lambda: get_spec(args.model).build(config)  # noqa: E731
+    shape = (config.in_channels, *config.image_size)
+    classes = max(config.num_classes, 1)
+    results = {"meta": {"model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "rounds": args.rounds, "min_seconds_per_sample": args.min_seconds}, "groups": []}
+    for mode in modes:
+        plain_mode = "infer-fp32" if mode == "infer-int8" else mode
+        candidates = [vitkit_candidate("vitkit", build, mode, args.batch, shape, classes),
+                      peer_candidate("plain pytorch", build, plain_mode, args.batch, shape, classes)]
+        group = suite.Group(args.model, mode, args.batch, candidates, peers=["plain pytorch"],
+                            targets={"vitkit": 1.0}, peak_dtype=torch.bfloat16 if mode.endswith("bf16")
+                            else torch.float32)
+        results["groups"].append(suite.run_group(group, args.rounds, args.min_seconds))
+    paths = report.write_all(results, args.out)
+    print(report.markdown(results))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def register(add) -> None:
+    bench = add("bench", cmd_bench, "measure vitkit's fast paths against plain PyTorch, interleaved (images/s, MFU)")
+    bench.add_argument("--model", default="vit_ti16", help="a registered model name (default vit_ti16)")
+    bench.add_argument("--modes", default="infer-fp32,infer-bf16,infer-int8,train-fp32,train-bf16",
+                       help="comma-separated: " + ", ".join(MODES))
+    bench.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
+    bench.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default 5)")
+    bench.add_argument("--min-seconds", type=float, default=1.0, help="minimum seconds per sample (default 1)")
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json/.md/.png")

@@ -1,0 +1,11 @@
+"""Fast paths: fused CPU kernels, bf16 weights with fp32 masters, fused AdamW, int8 inference, activation
+checkpointing. Each is opt-in, leaves state-dict names unchanged, and is checked against the fp32 reference in
+``tests/test_fast_paths.py``.
+"""
+
+from .checkpoint import checkpoint_blocks
+from .int8 import quantize_int8
+from .precision import MasterWeights, fused_adamw, to_bf16
+from .swap import use_fused_kernels
+
+__all__ = ["MasterWeights", "checkpoint_blocks", "fused_adamw", "quantize_int8", "to_bf16", "use_fused_kernels"]

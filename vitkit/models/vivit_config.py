@@ -1,0 +1,166 @@
+"""The configuration of a Video Vision Transformer (Arnab et al. 2021): one dataclass, plain data, JSON-able.
+
+The four models of the paper differ only in how attention covers the T' x N tokens of a clip:
+
+==============================  =====================================================================
+``spatiotemporal`` (Model 1)    every token attends to every other token of the clip
+``factorised_encoder`` (2)      a ViT per frame (spatial encoder), then a Transformer over the frames
+``factorised_self_attention``   each block: attention within a frame, then across frames, then MLP
+``factorised_dot_product`` (4)  each block: half the heads attend within a frame, half across frames
+==============================  =====================================================================
+
+A tubelet of ``(1, p, p)`` is the paper's "uniform frame sampling" embedding (each frame embedded as by ViT);
+``(t, p, p)`` with ``t > 1`` is its "tubelet embedding".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConfigError
+from .config import _check_choice, to_pair
+
+Variant = Literal["spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product"]
+VideoPooling = Literal["cls", "mean"]
+
+# The paper's model numbers, for names and messages.
+VARIANT_NUMBERS: dict[str, int] = {
+    "spatiotemporal": 1, "factorised_encoder": 2, "factorised_self_attention": 3, "factorised_dot_product": 4,
+}
+
+
+def to_triple(value: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
+    """Return ``(t, h, w)`` for a triple; an int means a cube."""
+    if isinstance(value, int):
+        return (value, value, value)
+    triple = tuple(int(v) for v in value)
+    if len(triple) != 3:
+        raise ConfigError(f"expected a tubelet size (t, h, w), got {value!r}")
+    return triple  # type: ignore[return-value]
+
+
+@dataclass
+class ViViTConfig:
+    """Every option of :class:`vitkit.models.vivit.VideoVisionTransformer`.
+
+    Inputs are clips ``[B, C, T, H, W]``. Blocks are pre-norm, as in the paper's code (Scenic) and transformers.
+    """
+
+    variant: Variant = "spatiotemporal"
+    image_size: int | tuple[int, int] = 224
+    num_frames: int = 32
+    tubelet_size: int | tuple[int, int, int] = (2, 16, 16)
+    """Frames x height x width of one tubelet; ``(1, p, p)`` embeds each frame separately."""
+    in_channels: int = 3
+    num_classes: int = 400
+    """0 removes the head: the model returns pooled features."""
+    dim: int = 768
+    depth: int = 12
+    """Blocks of the encoder; for the factorised encoder, of its spatial (per-frame) encoder."""
+    temporal_depth: int = 4
+    """Blocks of the temporal encoder of the factorised encoder (Model 2); unused by the other models."""
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
+    """Hidden size of the feed-forward network; overrides ``mlp_ratio`` when set."""
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0
+    """Stochastic depth: the drop rate of the last block, rising linearly from 0 at the first."""
+    norm_eps: float = 1e-6
+    pool: VideoPooling = "cls"
+    """``cls``: classify from a [CLS] token (Model 2: one per frame in the spatial encoder and one in the
+    temporal encoder). ``mean``: the mean of the normalised tokens. Models 3 and 4 have no [CLS] token (the
+    paper: it would be ambiguous when tokens are reshaped between space and time), so they need ``mean``."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata (where the config came from); not used by the model."""
+
+    def __post_init__(self) -> None:
+        self.image_size = to_pair(self.image_size)
+        self.tubelet_size = to_triple(self.tubelet_size)
+        self._validate()
+
+    def _validate(self) -> None:
+        _check_choice("variant", self.variant, Variant)
+        _check_choice("pool", self.pool, VideoPooling)
+        sizes = (self.num_frames, *self.image_size)
+        for size, step, axis in zip(sizes, self.tubelet_size, ("num_frames", "image height", "image width")):
+            if size <= 0 or step <= 0:
+                raise ConfigError(f"{axis} and tubelet sizes must be positive, got {size} and {step}")
+            if size % step:
+                raise ConfigError(f"{axis} {size} is not a multiple of the tubelet size {step}; "
+                                  f"use {axis} {size // step * step or step}")
+        for name in ("depth", "temporal_depth", "heads", "dim", "in_channels"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.variant in ("factorised_self_attention", "factorised_dot_product") and self.pool == "cls":
+            raise ConfigError(f"Model {VARIANT_NUMBERS[self.variant]} ({self.variant}) has no [CLS] token; "
+                              "use pool='mean'")
+        if self.variant == "factorised_dot_product" and self.heads < 2:
+            raise ConfigError("factorised_dot_product splits heads between space and time; use heads >= 2")
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """Tubelets along time, height and width: ``(T', H', W')``."""
+        return (self.num_frames // self.tubelet_size[0], self.image_size[0] // self.tubelet_size[1],
+                self.image_size[1] // self.tubelet_size[2])
+
+    @property
+    def temporal_tokens(self) -> int:
+        """T': tubelets along time."""
+        return self.grid_size[0]
+
+    @property
+    def spatial_tokens(self) -> int:
+        """N: tubelets per frame (H' x W')."""
+        return self.grid_size[1] * self.grid_size[2]
+
+    @property
+    def num_patches(self) -> int:
+        """T' x N: tubelets per clip."""
+        return self.temporal_tokens * self.spatial_tokens
+
+    @property
+    def hidden_dim(self) -> int:
+        """The feed-forward hidden size actually used."""
+        return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
+
+    @property
+    def spatial_heads(self) -> int:
+        """Heads that attend within a frame in Model 4 (the rest attend across frames)."""
+        return self.heads // 2
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """One clip: ``(C, T, H, W)``."""
+        return (self.in_channels, self.num_frames, *self.image_size)
+
+    def replace(self, **overrides: Any) -> "ViViTConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown ViViT option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["image_size"] = list(self.image_size)
+        data["tubelet_size"] = list(self.tubelet_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ViViTConfig":
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown ViViT option(s) in config: {', '.join(sorted(unknown))}")
+        return cls(**data)
