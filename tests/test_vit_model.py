@@ -73,6 +73,7 @@ def test_summary_of_vit_h14_allocates_no_weights() -> None:
         ({"norm": "post"}, 17),
         ({"image_size": (32, 64), "patch_size": (8, 16)}, 17),
         ({"mlp_dim": 40, "qkv_bias": False}, 17),
+        ({"stem": "conv"}, 17),
     ],
 )
 def test_options_give_expected_token_and_output_shapes(overrides: dict, tokens: int) -> None:
@@ -120,6 +121,7 @@ def test_drop_path_rates_rise_linearly_to_the_configured_value() -> None:
         ({"pos_embed": "rope"}, "pos_embed must be one of"),
         ({"dropout": 1.5}, "dropout must be in [0, 1)"),
         ({"colour": "red"}, "unknown ViT option"),
+        ({"stem": "conv", "patch_size": 14, "image_size": 224}, "power-of-two patch size"),
     ],
 )
 def test_bad_configs_raise_one_clear_error(overrides: dict, message: str) -> None:

@@ -15,6 +15,7 @@ NormPlacement = Literal["pre", "post"]
 Pooling = Literal["cls", "mean"]
 PosEmbed = Literal["learned", "learned_patches", "sincos2d", "none"]
 AttentionAxis = Literal["tokens", "batch"]
+Stem = Literal["patch", "conv"]
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -64,6 +65,9 @@ class ViTConfig:
     pos_embed: PosEmbed = "learned"
     """``learned``: learned, on [CLS] and patches (the paper). ``learned_patches``: learned, patches only, added
     before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches. ``none``."""
+    stem: Stem = "patch"
+    """``patch``: one linear projection per patch (the paper). ``conv``: a small convolutional stem with the same
+    token grid (needs a power-of-two patch size); much more data-efficient on small datasets."""
     attention_axis: AttentionAxis = "tokens"
     """``batch`` reproduces the blog's defect: attention across the images of a batch instead of across the
     tokens of each image (``nn.MultiheadAttention`` without ``batch_first``). Never use it for real work."""
@@ -98,6 +102,10 @@ class ViTConfig:
         _check_choice("pool", self.pool, Pooling)
         _check_choice("pos_embed", self.pos_embed, PosEmbed)
         _check_choice("attention_axis", self.attention_axis, AttentionAxis)
+        _check_choice("stem", self.stem, Stem)
+        patch = self.patch_size[0]
+        if self.stem == "conv" and (self.patch_size[0] != self.patch_size[1] or patch < 2 or patch & (patch - 1)):
+            raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
 

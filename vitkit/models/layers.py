@@ -28,6 +28,36 @@ class PatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
+class ConvStem(nn.Module):
+    """A convolutional stem in place of patchify (Xiao et al. 2021, "Early convolutions help transformers see
+    better"): stride-2 3x3 convolutions with BatchNorm and ReLU, then a 1x1 projection, giving the same token
+    grid as a ``patch`` x ``patch`` patch embedding for a few percent more FLOPs. It gives a ViT the locality
+    prior that small datasets lack. [B, C, H, W] -> [B, N, dim].
+    """
+
+    def __init__(self, patch_size: tuple[int, int], in_channels: int, dim: int) -> None:
+        super().__init__()
+        patch = patch_size[0]
+        steps = patch.bit_length() - 1
+        if patch_size[0] != patch_size[1] or patch != 2**steps or steps < 1:
+            raise ValueError(f"a conv stem needs a square power-of-two patch size, got {patch_size}")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(steps):
+            width = max(dim // 2 ** (steps - 1 - i), 16)
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels, dim, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(images)).flatten(2).transpose(1, 2)
+
+    def stage_label(self) -> str:
+        return "patch embedding (conv stem)"
+
+
 class ClassToken(nn.Module):
     """Prepend a learned [CLS] token to the sequence: [B, N, D] -> [B, N + 1, D]."""
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig
-from .layers import Block, ClassToken, PatchEmbed, PositionEmbedding, init_weights, sincos_2d
+from .layers import Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights, sincos_2d
 
 
 class Pool(nn.Module):
@@ -48,7 +48,7 @@ class VisionTransformer(nn.Module):
         self.config = config
         c = config
         self.num_prefix_tokens = int(c.class_token)
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_channels, c.dim)
+        self.patch_embed = (ConvStem if c.stem == "conv" else PatchEmbed)(c.patch_size, c.in_channels, c.dim)
         self.cls_token = ClassToken(c.dim) if c.class_token else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
