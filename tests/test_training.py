@@ -62,7 +62,7 @@ def test_train_eval_predict_end_to_end(tmp_path) -> None:
                      "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
-    for name in ("config.json", "model.safetensors", "last.safetensors", "trainer_state.pt", "metrics.jsonl",
+    for name in ("config.json", "model.safetensors", "last.safetensors", "checkpoints/latest", "metrics.jsonl",
                  "plots/curves.png", "plots/confusion_matrix.png", "summary.json"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())

@@ -91,7 +91,7 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise VitkitError(f"{path} is not valid JSON ({error}); restore it or retrain") from None
-    if data.get("format") != "vitkit" or "model" not in data:
+    if not isinstance(data, dict) or data.get("format") != "vitkit" or "model" not in data:
         raise VitkitError(f"{path} is not a vitkit config (no 'format': 'vitkit'); use `vitkit convert` for others")
     return data
 
@@ -100,9 +100,23 @@ def load_model(folder: str | os.PathLike, *, weights_file: str = WEIGHTS_FILE,
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved in ``folder``; returns ``(model, config_json)``. The model is in eval mode."""
     meta = read_config(folder)
-    config = config_class(meta["architecture"]).from_dict(meta["model"])
-    model = build_model(config)
-    model.load_state_dict(read_weights(Path(folder) / weights_file), strict=True)
+    try:
+        config = config_class(meta["architecture"]).from_dict(meta["model"])
+        model = build_model(config)
+    except VitkitError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as error:
+        # A hand-edited or damaged config.json: name the file, not the line of vitkit that choked on it.
+        raise VitkitError(f"{Path(folder) / CONFIG_FILE} does not describe a model vitkit can build "
+                          f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}); "
+                          "restore it or retrain") from None
+    weights = Path(folder) / weights_file
+    try:
+        model.load_state_dict(read_weights(weights), strict=True)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise VitkitError(f"{weights} does not fit the model in {CONFIG_FILE} ({lines[-1][:120] if lines else ''}); "
+                          "it belongs to another model") from None
     return model.to(device).eval(), meta
 
 

@@ -36,6 +36,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--workers", int, "data loading threads for decoding"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--time-limit", float, "stop after this many minutes of training"),
+    ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),
+    ("--max-bad-steps", int, "steps with NaN/inf loss or gradients to skip before stopping (default 10)"),
     ("--drop-path", float, "stochastic depth rate (a model option)"),
 ]
 _MODEL_OPTIONS = {"drop_path"}
@@ -84,6 +86,7 @@ def build_train_config(args: argparse.Namespace):
         values["crop_scale"] = tuple(args.crop_scale)
     values["compile"] = args.compile
     values["grad_checkpointing"] = args.grad_checkpointing
+    values["fsdp"] = args.fsdp
     values["model_args"] = model_args
     values.setdefault("out", f"runs/{Path(data).name or 'data'}-{values.get('model', TrainConfig.model)}")
     return TrainConfig(**values)
@@ -202,6 +205,8 @@ def register(add) -> None:
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits or text)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
+    train.add_argument("--fsdp", action="store_true",
+                       help="under torchrun: shard the model (FSDP) instead of replicating it (DDP, the default)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                        help="override a model option, e.g. --model-arg depth=6 (repeatable)")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")

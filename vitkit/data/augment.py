@@ -9,6 +9,7 @@ Images here are float tensors [C, H, W] (or [B, C, H, W]) in the 0..255 range un
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -166,30 +167,52 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (images - mean_t) / std_t
 
 
-def mix(images: torch.Tensor, targets: torch.Tensor, g: torch.Generator, mixup: float, cutmix: float,
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019), half the batches each when both are on.
+@dataclass(frozen=True)
+class MixDraw:
+    """One batch's mixing decision: the mixing weight ``lam`` and, for CutMix, the pasted box."""
 
-    ``targets`` are soft labels [B, classes]; the batch is mixed with its own reversal.
-    """
+    lam: float
+    box: tuple[int, int, int, int] | None = None
+    """(top, bottom, left, right) of the partner's pixels, for CutMix."""
+
+
+def draw_mix(g: torch.Generator, mixup: float, cutmix: float, size: tuple[int, int]) -> MixDraw | None:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019), half the batches each when both are on;
+    None when both are off. Drawn once per batch, so every process of a distributed run draws the same."""
     use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand((), generator=g).item() < 0.5)
     alpha = cutmix if use_cutmix else mixup
     if alpha <= 0:
-        return images, targets
+        return None
     lam = _beta(alpha, g)
-    flipped = images.flip(0)
-    if use_cutmix:
-        h, w = images.shape[-2:]
-        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        cy, cx = int(torch.randint(0, h, (), generator=g)), int(torch.randint(0, w, (), generator=g))
-        top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        images = images.clone()
-        images[..., top:bottom, left:right] = flipped[..., top:bottom, left:right]
-        lam = 1 - (bottom - top) * (right - left) / (h * w)
+    if not use_cutmix:
+        return MixDraw(lam)
+    h, w = size
+    ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(0, h, (), generator=g)), int(torch.randint(0, w, (), generator=g))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    return MixDraw(1 - (bottom - top) * (right - left) / (h * w), (top, bottom, left, right))
+
+
+def apply_mix(images: torch.Tensor, targets: torch.Tensor, partners: torch.Tensor, partner_targets: torch.Tensor,
+              draw: MixDraw | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each image (and soft target) with its partner as ``draw`` says."""
+    if draw is None:
+        return images, targets
+    if draw.box is None:
+        images = draw.lam * images + (1 - draw.lam) * partners
     else:
-        images = lam * images + (1 - lam) * flipped
-    return images, lam * targets + (1 - lam) * targets.flip(0)
+        top, bottom, left, right = draw.box
+        images = images.clone()
+        images[..., top:bottom, left:right] = partners[..., top:bottom, left:right]
+    return images, draw.lam * targets + (1 - draw.lam) * partner_targets
+
+
+def mix(images: torch.Tensor, targets: torch.Tensor, g: torch.Generator, mixup: float, cutmix: float,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix of a whole batch with its own reversal; ``targets`` are soft labels [B, classes]."""
+    draw = draw_mix(g, mixup, cutmix, tuple(images.shape[-2:]))
+    return apply_mix(images, targets, images.flip(0), targets.flip(0), draw)
 
 
 def _beta(alpha: float, g: torch.Generator) -> float:

@@ -1,7 +1,8 @@
 """From cached uint8 images to model-ready batches, for training (augmented) and evaluation (center crop).
 
-A training batch is a pure function of (images, indices, generator): the trainer seeds the generator from
-(seed, epoch, step), so any batch can be rebuilt exactly after a restart.
+A training batch is a pure function of (images, indices, seed, epoch, step): each sample's augmentation draws
+from its own generator seeded by its position in the batch, so any batch (or any process's shard of it) can be
+rebuilt exactly after a restart or with another number of processes.
 """
 
 from __future__ import annotations
@@ -51,26 +52,54 @@ def eval_batch(images: list[torch.Tensor], prep: Preprocess) -> torch.Tensor:
     return augment.normalize(torch.stack(crops), prep.mean, prep.std)
 
 
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator of a batch-level draw (mixup / cutmix), a pure function of where the batch is in the run."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
+
+
+def sample_generator(seed: int, epoch: int, step: int, position: int) -> torch.Generator:
+    """The generator of one sample's augmentation: it depends on the sample's position in the global batch,
+    never on which process builds it, so N processes see the same batch as one."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_000_003 + position + 1)
+
+
+def augment_image(image: torch.Tensor, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:
+    """One cached uint8 image -> an augmented float image [3, S, S] in 0..255."""
+    image = image.float()
+    if aug.crop == "rrc":
+        image = augment.random_resized_crop(image, prep.image_size, g, aug.crop_scale)
+    elif aug.crop == "shift":
+        image = augment.random_shift(image, prep.image_size, g, aug.shift_pad)
+    else:
+        image = augment.center_crop(image, prep.image_size)
+    if aug.flip and torch.rand((), generator=g).item() < 0.5:
+        image = image.flip(-1)
+    if aug.policy == "trivial":
+        image = augment.trivial_augment(image, g)
+    elif aug.policy == "randaugment":
+        image = augment.rand_augment(image, g)
+    return image
+
+
 def train_batch(data: ImageSet, indices: list[int], prep: Preprocess, aug: Augment, num_classes: int,
-                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented, normalised images [B, 3, S, S] and soft targets [B, classes]."""
-    out = []
-    for i in indices:
-        image = data.images[i].float()
-        if aug.crop == "rrc":
-            image = augment.random_resized_crop(image, prep.image_size, g, aug.crop_scale)
-        elif aug.crop == "shift":
-            image = augment.random_shift(image, prep.image_size, g, aug.shift_pad)
-        else:
-            image = augment.center_crop(image, prep.image_size)
-        if aug.flip and torch.rand((), generator=g).item() < 0.5:
-            image = image.flip(-1)
-        if aug.policy == "trivial":
-            image = augment.trivial_augment(image, g)
-        elif aug.policy == "randaugment":
-            image = augment.rand_augment(image, g)
-        out.append(image)
-    images = augment.normalize(torch.stack(out), prep.mean, prep.std)
-    labels = torch.tensor([data.labels[i] for i in indices])
-    targets = torch.nn.functional.one_hot(labels, num_classes).float()
-    return augment.mix(images, targets, g, aug.mixup, aug.cutmix)
+                where: tuple[int, int, int], positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented, normalised images [b, 3, S, S] and soft targets [b, classes] for ``positions`` (default: all)
+    of the global batch ``indices``; ``where`` is (seed, epoch, step).
+
+    Mixing pairs position p with position B-1-p of the global batch, so a process that builds a shard also
+    builds its partners' images: every shard is exactly the matching rows of the one-process batch.
+    """
+    positions = range(len(indices)) if positions is None else positions
+    draw = augment.draw_mix(batch_generator(*where), aug.mixup, aug.cutmix, (prep.image_size, prep.image_size))
+    wanted = list(positions) + ([len(indices) - 1 - p for p in positions] if draw is not None else [])
+    built = {p: augment_image(data.images[indices[p]], prep, aug, sample_generator(*where, p)) for p in wanted}
+    targets = torch.nn.functional.one_hot(torch.tensor([data.labels[i] for i in indices]), num_classes).float()
+
+    def rows(ps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment.normalize(torch.stack([built[p] for p in ps]), prep.mean, prep.std), targets[ps]
+
+    images, own_targets = rows(list(positions))
+    if draw is None:
+        return images, own_targets
+    partners, partner_targets = rows([len(indices) - 1 - p for p in positions])
+    return augment.apply_mix(images, own_targets, partners, partner_targets, draw)

@@ -4,6 +4,7 @@ nothing else)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,12 @@ class TrainConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     time_limit: float | None = None
     """Minutes of training after which the run stops early (its schedule is not changed)."""
+    save_every: int = 0
+    """Also checkpoint every this many optimiser steps inside an epoch (0: only at epoch ends)."""
+    max_bad_steps: int = 10
+    """Steps with non-finite loss or gradients to skip (not applied) before the run stops."""
+    fsdp: bool = False
+    """Under torchrun, shard parameters, gradients and optimiser state (FSDP2) instead of replicating (DDP)."""
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
@@ -79,10 +86,30 @@ class TrainConfig:
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop-scale must be 0 < a <= b <= 1, got {self.crop_scale}"),
             (self.img_size is None or self.img_size > 0, f"--img-size must be positive, got {self.img_size}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
+            (self.max_bad_steps >= 0, f"--max-bad-steps must be >= 0, got {self.max_bad_steps}"),
+            (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
+            (self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}"),
+            (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.clip_grad >= 0,
+             "--weight-decay, --warmup-epochs and --clip-grad must be >= 0"),
+            (0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
+            (0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}"),
+            (all(s > 0 for s in self.std), f"--std must be positive, got {self.std}"),
         ]
+        for name, value in self._numbers():
+            if not math.isfinite(value):  # nan / inf pass every comparison above or poison training later
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    def _numbers(self) -> list[tuple[str, float]]:
+        found = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            found += [(f.name, float(v)) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,13 +2,18 @@
 
     run = train(TrainConfig(data="path/to/images", model="vit_ti16", epochs=30, out="runs/pets"))
 
-A run folder holds config.json, model.safetensors (best val accuracy), last.safetensors, trainer_state.pt,
-metrics.jsonl, tensorboard/, plots/ and summary.json.
+A run folder holds config.json, model.safetensors (best val accuracy), last.safetensors, checkpoints/ (the
+last two resumable states, see checkpoint.py), metrics.jsonl, tensorboard/, plots/ and summary.json.
+
+Under torchrun the same loop runs in every process (see distributed.py): ``batch_size`` is the global batch,
+each process builds its slice of it, and only rank 0 writes files or logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import signal
 import sys
 import time
@@ -26,9 +31,9 @@ from ..data.images import ImageSet
 from ..data.pipeline import Augment, Preprocess, train_batch
 from ..errors import VitkitError
 from ..models import create_model
-from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config, state_dict_bytes
-from . import report
-from .checkpoint import STATE_FILE, load_state, save_state
+from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
+from . import distributed, report
+from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import autocast, evaluate
 from .optim import make_optimizer, warmup_cosine
@@ -61,11 +66,6 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
-    """The generator for one batch's augmentation, a pure function of where the batch is in the run."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
-
-
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
 
@@ -76,14 +76,17 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
         self.config = config
         self.run_dir = Path(config.out)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if not resume and (self.run_dir / STATE_FILE).exists():
+        self.group, self.device = distributed.start(device)
+        if not resume and has_checkpoint(self.run_dir):
             raise VitkitError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
-        if config.batch_size % config.accum_steps:
-            raise VitkitError(f"--batch-size {config.batch_size} is not divisible by --accum-steps {config.accum_steps}")
-        torch.manual_seed(config.seed)
+        self.local_batch = self._local_batch()
+        torch.manual_seed(config.seed)  # the same on every process: FSDP shards (does not broadcast) the init
         self.model = self._build_model_for_data()
-        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)
+        if self.group.main:
+            self._check_output(resume)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
+        self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
+        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
         self.steps_per_epoch = len(self.train_set) // config.batch_size
         if self.steps_per_epoch == 0:
             raise VitkitError(f"only {len(self.train_set)} training images for --batch-size {config.batch_size}; "
@@ -91,12 +94,18 @@ class Trainer:
         total = self.steps_per_epoch * config.epochs
         warmup = min(total - 1, round(config.warmup_epochs * self.steps_per_epoch))
         self.scheduler = warmup_cosine(self.optimizer, total, max(1, warmup), config.lr, config.min_lr)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
         self.epoch, self.step, self.best_accuracy = 0, 0, -1.0
         self.history: list[dict[str, Any]] = []
+        self.partial = _EpochStats()
+        self.bad_steps: list[str] = []
+        self.last_checkpoint: str | None = None
         if resume:
             self._restore()
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -108,7 +117,7 @@ class Trainer:
         self.train_set, self.val_set = load_datasets(c.data, self.prep.short_side, c.val_fraction, c.seed)
         skipped = self.train_set.skipped + self.val_set.skipped
         if skipped:
-            log(report.skipped_warning(skipped))
+            self._log(report.skipped_warning(skipped))
         if not len(self.train_set) or not len(self.val_set):
             raise VitkitError(f"no readable images left in {'train' if not len(self.train_set) else 'val'} of {c.data}")
         self.class_names = self.train_set.class_names
@@ -122,90 +131,182 @@ class Trainer:
         model.grad_checkpointing = c.grad_checkpointing
         return model.to(self.device)
 
+    def _local_batch(self) -> int:
+        c, world = self.config, self.group.world
+        if c.batch_size % world:
+            raise VitkitError(f"--batch-size {c.batch_size} (the global batch) is not divisible by the {world} "
+                              "processes; pick a multiple")
+        if (c.batch_size // world) % c.accum_steps:
+            raise VitkitError(f"the per-process batch {c.batch_size // world} is not divisible by --accum-steps "
+                              f"{c.accum_steps}; change one of them")
+        if c.fsdp and c.ema:
+            raise VitkitError("--fsdp cannot keep an --ema copy of the sharded model yet; drop one of the two")
+        return c.batch_size // world
+
+    def _check_output(self, resume: bool) -> None:
+        """Fail before training, not hours later: the run folder must be writable and hold the checkpoints."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".vitkit-write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as error:
+            raise VitkitError(f"cannot write to --out {self.run_dir} ({error.strerror or error}); "
+                              "choose a writable folder") from None
+        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        # A checkpoint holds the weights, AdamW's two moments and the EMA copy; KEEP + 1 exist while saving.
+        checkpoint = weights * (3 + (1 if self.config.ema else 0))
+        need = checkpoint if resume else (KEEP + 1) * checkpoint + 2 * weights
+        free = shutil.disk_usage(self.run_dir).free
+        if free < need * 1.1 + (16 << 20):
+            raise VitkitError(f"not enough free space in {self.run_dir}: {free / 2**20:.0f} MiB free, checkpoints "
+                              f"need about {need / 2**20:.0f} MiB; free space or choose another --out")
+
     def _restore(self) -> None:
-        state = load_state(self.run_dir)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+        state, folder = load_checkpoint(self.run_dir, self._log, set_aside=self.group.main)
+        try:
+            distributed.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise VitkitError(f"checkpoint {folder} does not fit the model of {self.run_dir / CONFIG_FILE} "
+                              f"({str(error).splitlines()[0][:160]}); resume with the config it was saved with") from None
         torch.set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_accuracy, self.history = state["best_accuracy"], state["history"]
-        log(f"resuming {self.run_dir} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
+        self.partial = _EpochStats(**state.get("partial", {}))
+        self.bad_steps = list(state.get("bad_steps", []))
+        self.last_checkpoint = folder.name
+        self._log(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch + 1}, step {self.step} of "
+            f"{self.steps_per_epoch}")
 
     # --- the loop ----------------------------------------------------------------------------------------
 
     def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
         """Train to the end (or until a signal, the time limit or ``stop_after_steps``); returns the summary."""
         c = self.config
-        self._write_config()
-        board = report.TensorBoard(self.run_dir, purge_step=self.epoch * self.steps_per_epoch + self.step)
+        if self.group.main:
+            self._write_config()
+        board = report.TensorBoard(self.run_dir, purge_step=self.global_step) if self.group.main else _NoBoard()
         start, steps_done = time.monotonic(), 0
         self._print_start()
-        with _StopRequest() as stop:
-            while self.epoch < c.epochs:
-                train_stats = self._train_epoch(stop, stop_after_steps, steps_done)
-                steps_done += train_stats.pop("steps")
-                if self.step < self.steps_per_epoch:  # interrupted mid-epoch
-                    self._save_checkpoint()
-                    reason = f"signal {stop.signal}" if stop.signal else "stop requested"
-                    log(f"{reason}: saved {self.run_dir} at epoch {self.epoch + 1} step {self.step}; "
-                        f"continue with `vitkit train --resume {self.run_dir}`")
-                    board.close()
-                    return {"interrupted": True, "epoch": self.epoch, "step": self.step}
-                self._end_epoch(train_stats, time.monotonic() - start, board)
-                if c.time_limit is not None and time.monotonic() - start > c.time_limit * 60:
-                    log(f"time limit of {c.time_limit} min reached after epoch {self.epoch}")
-                    break
-        board.close()
+        try:
+            with _StopRequest() as stop:
+                while self.epoch < c.epochs:
+                    train_stats = self._train_epoch(stop, stop_after_steps, steps_done)
+                    steps_done += train_stats.pop("steps")
+                    if self.step < self.steps_per_epoch:  # interrupted mid-epoch
+                        self._save_checkpoint()
+                        reason = f"signal {stop.signal}" if stop.signal else "stop requested"
+                        self._log(f"{reason}: saved {self.run_dir} at epoch {self.epoch + 1} step {self.step}; "
+                                  f"continue with `vitkit train --resume {self.run_dir}`")
+                        return {"interrupted": True, "epoch": self.epoch, "step": self.step}
+                    self._end_epoch(train_stats, time.monotonic() - start, board)
+                    late = c.time_limit is not None and time.monotonic() - start > c.time_limit * 60
+                    if distributed.any_true(late, self.group, self.device):
+                        self._log(f"time limit of {c.time_limit} min reached after epoch {self.epoch}")
+                        break
+        finally:
+            board.close()
+            distributed.stop(self.group)
+        if not self.group.main:
+            return {"rank": self.group.rank, "epochs_done": self.epoch}
         return self._finish(time.monotonic() - start)
+
+    def _log(self, message: str) -> None:
+        if self.group.main:
+            log(message)
 
     def _train_epoch(self, stop: _StopRequest, stop_after_steps: int | None, steps_done: int) -> dict[str, float]:
         c = self.config
-        self.model.train()
+        self.wrapped.train()
         order = epoch_order(c.seed, self.epoch, len(self.train_set)).tolist()
         aug = Augment(c.crop, c.crop_scale, c.shift_pad, c.flip, c.augment, c.mixup, c.cutmix)
-        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+        mine = range(self.group.rank * self.local_batch, (self.group.rank + 1) * self.local_batch)
+        stats, steps = self.partial, 0
         bar = tqdm(total=self.steps_per_epoch * c.batch_size, initial=self.step * c.batch_size, unit="img",
-                   desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True, disable=None)
+                   desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True,
+                   disable=None if self.group.main else True)
         while self.step < self.steps_per_epoch:
-            if stop.signal is not None or (stop_after_steps is not None and steps_done + steps >= stop_after_steps):
+            asked = stop.signal is not None or (stop_after_steps is not None and steps_done + steps >= stop_after_steps)
+            if distributed.any_true(asked, self.group, self.device):  # every process stops at the same step
                 break
             indices = order[self.step * c.batch_size : (self.step + 1) * c.batch_size]
-            g = batch_generator(c.seed, self.epoch, self.step)
-            images, targets = train_batch(self.train_set, indices, self.prep, aug, len(self.class_names), g)
-            loss, hits = self._optimizer_step(images.to(self.device), targets.to(self.device))
-            loss_sum, correct, seen = loss_sum + loss * len(indices), correct + hits, seen + len(indices)
+            images, targets = train_batch(self.train_set, indices, self.prep, aug, len(self.class_names),
+                                          (c.seed, self.epoch, self.step), mine)
+            result = self._optimizer_step(images.to(self.device), targets.to(self.device))
+            if result is not None:
+                stats.add(*result, len(indices))
             self.step, steps = self.step + 1, steps + 1
             bar.update(len(indices))
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if c.save_every and self.global_step % c.save_every == 0 and self.step < self.steps_per_epoch:
+                self._save_checkpoint()
         bar.close()
-        return {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen), "steps": steps}
+        return {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "steps": steps}
 
-    def _optimizer_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    def _optimizer_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int] | None:
+        """One step on the global batch; returns its (mean loss, correct count), or None when it was skipped."""
         c = self.config
-        micro = c.batch_size // c.accum_steps
-        total_loss, hits = 0.0, 0
-        for start in range(0, len(images), micro):
+        micro = self.local_batch // c.accum_steps
+        starts = range(0, len(images), micro)
+        loss_sum, hits = 0.0, 0
+        for start in starts:
             x, y = images[start : start + micro], targets[start : start + micro]
-            with autocast(c.precision, self.device):
-                logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
-            (loss * len(x) / len(images)).backward()
-            total_loss += loss.item() * len(x) / len(images)
+            with self._sync_if(start == starts[-1]):
+                with autocast(c.precision, self.device):
+                    logits = self.forward(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
+                (loss * len(x) / len(images)).backward()
+            loss_sum += loss.item() * len(x)
             hits += int((logits.argmax(1) == y.argmax(1)).sum())
-        if not math.isfinite(total_loss):
-            raise VitkitError(f"loss became {total_loss} at epoch {self.epoch + 1} step {self.step}; "
-                              "lower --lr or use --precision fp32")
-        if c.clip_grad:
-            nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
-        self.optimizer.step()
+        # clip_grad 0 still measures the norm (max_norm inf scales by exactly 1): it tells bad gradients apart.
+        norm = distributed.global_norm(nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad or math.inf))
+        bad_input = not bool(torch.isfinite(images).all())
+        loss_sum, hits, bad_input = distributed.sum_all([loss_sum, hits, bad_input], self.group, self.device)
+        loss = loss_sum / c.batch_size
+        finite = math.isfinite(loss) and math.isfinite(norm) and not bad_input
+        if finite:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self.scheduler.step()  # also after a skip: the schedule stays tied to the data position
+        if not finite:
+            self._skip_step(loss, norm, bool(bad_input))
+            return None
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return total_loss, hits
+        return loss, int(hits)
+
+    def _sync_if(self, last: bool) -> Any:
+        """DDP averages gradients only on the last micro-batch of an accumulated step."""
+        if last or not hasattr(self.wrapped, "no_sync"):
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
+
+    def _skip_step(self, loss: float, norm: float, bad_input: bool) -> None:
+        """Skip-and-count a step with non-finite values; past ``max_bad_steps`` stop, keeping the last checkpoint."""
+        c = self.config
+        what = "input batch" if bad_input else "loss" if not math.isfinite(loss) else "gradient norm"
+        value = "non-finite" if bad_input else loss if not math.isfinite(loss) else norm
+        where = f"step {self.global_step + 1} (epoch {self.epoch + 1}, step {self.step + 1} of {self.steps_per_epoch})"
+        self.bad_steps.append(f"{where}: {what} {value}")
+        self._log(f"warning: skipped {where}: {what} is {value} ({len(self.bad_steps)} of at most "
+                  f"{c.max_bad_steps} skips)")
+        if len(self.bad_steps) <= c.max_bad_steps:
+            return
+        if bad_input:
+            cause = "the images hold NaN/inf (check --mean/--std and the data)"
+        elif not math.isfinite(loss):
+            cause = (f"the loss diverged: lower --lr (now {c.lr:g}), raise --warmup-epochs"
+                     + (" or use --precision fp32" if c.precision != "fp32" else ""))
+        else:
+            cause = f"the gradients overflowed: set --clip-grad (now {c.clip_grad:g}) or lower --lr (now {c.lr:g})"
+        kept = f"the last good checkpoint, {self.last_checkpoint}, is kept" if self.last_checkpoint else \
+            "no checkpoint was saved yet"
+        raise VitkitError(f"training stopped at {where}: {len(self.bad_steps)} steps had non-finite values "
+                          f"(--max-bad-steps {c.max_bad_steps}), the last: {what} {value}; likely cause: {cause}; "
+                          f"{kept} in {self.run_dir}")
 
     def _end_epoch(self, train_stats: dict[str, float], elapsed: float, board: report.TensorBoard) -> None:
         metrics = evaluate(self.eval_model, self.val_set, self.prep, precision=self.config.precision)
@@ -215,15 +316,16 @@ class Trainer:
         if "top5_accuracy" in metrics:
             row["val_top5_accuracy"] = metrics["top5_accuracy"]
         self.history.append(row)
+        self.partial = _EpochStats()
         improved = metrics["accuracy"] > self.best_accuracy
         if improved:
             self.best_accuracy = metrics["accuracy"]
-            atomic_write(self.run_dir / "model.safetensors", state_dict_bytes(self.eval_model))
-        self._save_checkpoint()
-        report.write_metrics(self.run_dir, self.history)
-        board.scalars({k: v for k, v in row.items() if k != "epoch"}, self.epoch * self.steps_per_epoch)
-        report.plot_curves(self.run_dir, self.history)
-        log(f"epoch {self.epoch}/{self.config.epochs}  train loss {row['train_loss']:.4f}  "
+        self._save_checkpoint(best=improved)
+        if self.group.main:
+            report.write_metrics(self.run_dir, self.history)
+            board.scalars({k: v for k, v in row.items() if k != "epoch"}, self.epoch * self.steps_per_epoch)
+            report.plot_curves(self.run_dir, self.history)
+        self._log(f"epoch {self.epoch}/{self.config.epochs}  train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.2%}{'  (best)' if improved else ''}  "
             f"[{elapsed / 60:.1f} min]")
 
@@ -231,14 +333,27 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def _save_checkpoint(self) -> None:
-        atomic_write(self.run_dir / "last.safetensors", state_dict_bytes(self.eval_model))
-        save_state(self.run_dir, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+    def _save_checkpoint(self, best: bool = False) -> None:
+        """Rank 0 writes last.safetensors (and model.safetensors when ``best``), then a verified checkpoint."""
+        model_state, optim_state = distributed.full_state(self.model, self.optimizer)  # a collective under FSDP
+        if not self.group.main:
+            return
+        weights = _weights_bytes(self.ema.module.state_dict() if self.ema is not None else model_state)
+        try:
+            if best:
+                atomic_write(self.run_dir / "model.safetensors", weights)
+            atomic_write(self.run_dir / "last.safetensors", weights)
+        except OSError as error:
+            raise VitkitError(f"could not write weights to {self.run_dir} ({error.strerror or error}); the last "
+                              f"good checkpoint, {self.last_checkpoint}, is intact: free space, then --resume") from None
+        folder = save_checkpoint(self.run_dir, self.global_step, {
+            "model": model_state, "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "rng": torch.get_rng_state(), "epoch": self.epoch, "step": self.step,
-            "best_accuracy": self.best_accuracy, "history": self.history,
+            "best_accuracy": self.best_accuracy, "history": self.history, "partial": vars(self.partial),
+            "bad_steps": self.bad_steps,
         })
+        self.last_checkpoint = folder.name
 
     def _write_config(self) -> None:
         atomic_write_json(self.run_dir / CONFIG_FILE, model_config_json(
@@ -246,11 +361,15 @@ class Trainer:
 
     def _print_start(self) -> None:
         c = self.config
-        params = sum(p.numel() for p in self.model.parameters())
-        log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {len(self.train_set)} train / "
-            f"{len(self.val_set)} val images, {len(self.class_names)} classes, {self.prep.image_size} px, "
-            f"batch {c.batch_size} x {self.steps_per_epoch} steps/epoch x {c.epochs} epochs, {c.precision}, "
-            f"{self.device} -> {self.run_dir}")
+        params = sum(p.numel() for p in self.model.parameters()) * (self.group.world if c.fsdp else 1)
+        self._log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {len(self.train_set)} train / "
+                  f"{len(self.val_set)} val images, {len(self.class_names)} classes, {self.prep.image_size} px, "
+                  f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, {c.precision}, {self.device} -> "
+                  f"{self.run_dir}")
+        engine = ("FSDP" if c.fsdp else "DDP") if self.group.active else "1 process"
+        self._log(f"global batch {c.batch_size} = {self.group.world} process(es) x {self.local_batch} per process"
+                  f" ({c.accum_steps} micro-batch(es) of {self.local_batch // c.accum_steps}), {engine}; lr {c.lr:g} "
+                  "is for the global batch, so the process count changes nothing (scale --lr with --batch-size)")
 
     def _finish(self, elapsed: float) -> dict[str, Any]:
         from ..store import load_model
@@ -269,6 +388,40 @@ class Trainer:
         atomic_write_json(self.run_dir / "summary.json", summary)
         atomic_write_json(self.run_dir / "eval.json", metrics)
         return summary
+
+
+class _EpochStats:
+    """Running loss and accuracy of the epoch in progress (saved in mid-epoch checkpoints)."""
+
+    def __init__(self, loss_sum: float = 0.0, correct: int = 0, seen: int = 0) -> None:
+        self.loss_sum, self.correct, self.seen = loss_sum, correct, seen
+
+    def add(self, loss: float, correct: int, count: int) -> None:
+        self.loss_sum, self.correct, self.seen = self.loss_sum + loss * count, self.correct + correct, self.seen + count
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(1, self.seen)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.seen)
+
+
+class _NoBoard:
+    """What processes other than rank 0 log to TensorBoard: nothing."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
 
 
 def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | None = None) -> dict[str, Any]:
