@@ -83,6 +83,13 @@ def test_train_eval_predict_end_to_end(tmp_path) -> None:
     csv_out = run_cli("predict", str(run), str(data / "val"), "--format", "csv").stdout.splitlines()
     assert csv_out[0] == "file,rank,class,probability" and len(csv_out) == 13
 
+    int8 = run_cli("predict", str(run), str(data / "val" / "circle"), "--top-k", "2", "--format", "json", "--int8")
+    assert int8.returncode == 0, int8.stderr
+    for fp32_row, int8_row in zip(rows, json.loads(int8.stdout)):
+        fp32_p = {p["class"]: p["probability"] for p in fp32_row["predictions"]}
+        int8_p = {p["class"]: p["probability"] for p in int8_row["predictions"]}
+        assert abs(fp32_p["circle"] - int8_p["circle"]) < 0.05, (fp32_row, int8_row)
+
 
 def test_training_learns_a_separable_task(tmp_path) -> None:
     data = make_folder(tmp_path / "shapes", per_class=24, modes=False)

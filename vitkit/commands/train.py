@@ -109,13 +109,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..data.datasets import load_datasets
     from ..errors import VitkitError
     from ..train import report
     from ..train.evaluate import evaluate
-    from ..train.loop import load_run
 
-    model, prep, class_names = load_run(args.run)
+    model, prep, class_names = _load_for_inference(args)
     val = _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
@@ -154,15 +152,26 @@ def _eval_set(data: str, short_side: int):
     return decode_files(paths, labels, names, short_side, desc="decoding")
 
 
+def _load_for_inference(args: argparse.Namespace):
+    """The run's model, int8-quantised when ``--int8`` is given."""
+    from ..train.loop import load_run
+
+    model, prep, class_names = load_run(args.run)
+    if args.int8:
+        from ..fast import quantize_int8
+
+        model = quantize_int8(model)
+    return model, prep, class_names
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.decode import is_image_file
     from ..data.images import decode_files
     from ..errors import VitkitError
     from ..train import report
     from ..train.evaluate import predict_logits, top_k
-    from ..train.loop import load_run
 
-    model, prep, class_names = load_run(args.run)
+    model, prep, class_names = _load_for_inference(args)
     files: list[Path] = []
     for item in map(Path, args.inputs):
         if item.is_dir():
@@ -216,9 +225,11 @@ def register(add) -> None:
     evaluate.add_argument("--data", required=True, help="PATH/<class>/* or a dataset root with val/")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--out", default=None, help="where to write metrics.json and the confusion matrix")
+    evaluate.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
 
     predict = add("predict", cmd_predict, "classify image files or folders with a trained run")
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--top-k", type=positive_int, default=1)
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
