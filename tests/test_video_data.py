@@ -1,0 +1,182 @@
+"""Video decoding, frame sampling, consistent spatial transforms, the decoded-clip cache, multi-view evaluation,
+and skipping bad videos. References: frame numbers written into synthetic videos, and UCF101's manifest."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import shared_data
+from vitkit.data.video import (
+    BadVideo, ClipSampler, DecodedCache, average_views, clip_starts, decode_video, spatial_boxes, strided_indices,
+    uniform_indices,
+)
+from vitkit.data.video_folder import VideoFolder, find_videos
+
+av = pytest.importorskip("av")
+
+CODECS = {".avi": "mpeg4", ".mp4": "mpeg4", ".mkv": "mpeg4", ".webm": "libvpx"}
+
+
+def write_numbered_video(path: Path, frames: int, width: int = 96, height: int = 48) -> None:
+    """Frame i is black with a white vertical band at columns 3i..3i+2: decoding it back gives the frame number
+    (a position survives lossy compression far better than a grey level)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(CODECS[path.suffix], rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 4_000_000
+        for i in range(frames):
+            image = torch.zeros((height, width, 3), dtype=torch.uint8)
+            image[:, 3 * i : 3 * i + 3] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image.numpy(), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def frame_numbers(video: torch.Tensor) -> list[int]:
+    """The band position of each decoded frame, in units of the original 3-pixel columns."""
+    columns = video.float().mean(dim=(1, 2))  # [T, W]
+    scale = 96 / video.shape[-1]
+    x = torch.arange(video.shape[-1], dtype=torch.float32) + 0.5
+    centre = (columns * x).sum(1) / columns.sum(1) * scale
+    return [round((float(c) - 1.5) / 3) for c in centre]
+
+
+@pytest.mark.parametrize("suffix", list(CODECS))
+def test_every_container_decodes_all_frames_in_order(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"clip{suffix}"
+    write_numbered_video(path, 20)
+    video = decode_video(path)
+    assert video.dtype == torch.uint8 and video.shape == (20, 3, 48, 96)
+    assert frame_numbers(video) == list(range(20))
+
+
+def test_decoding_resizes_the_shorter_side_and_subsamples_frames(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    write_numbered_video(path, 30)
+    video = decode_video(path, short_side=24, max_frames=10)
+    assert video.shape == (10, 3, 24, 48)
+    assert frame_numbers(video) == [int((i + 0.5) * 3) for i in range(10)]
+
+
+def test_uniform_sampling_takes_one_frame_per_segment() -> None:
+    assert uniform_indices(40, 4, train=False) == [5, 15, 25, 35]
+    rng = random.Random(0)
+    for _ in range(50):
+        picks = uniform_indices(40, 4, train=True, rng=rng)
+        assert all(10 * i <= p < 10 * (i + 1) for i, p in enumerate(picks)), picks
+
+
+def test_strided_sampling_and_random_offsets_stay_inside_the_video() -> None:
+    assert strided_indices(30, 4, 3, start=5) == [5, 8, 11, 14]
+    sampler = ClipSampler(num_frames=4, sampling="strided", stride=3)
+    rng = random.Random(1)
+    starts = {sampler.indices(30, train=True, rng=rng)[0] for _ in range(200)}
+    assert min(starts) == 0 and max(starts) == 30 - 10, "random offsets must reach both ends"
+    assert sampler.indices(30, train=False, rng=rng) == [10, 13, 16, 19]  # central
+
+
+def test_too_short_videos_are_refused() -> None:
+    with pytest.raises(BadVideo, match="too short: 9 frames, a clip needs 10"):
+        strided_indices(9, 4, 3, start=0)
+    with pytest.raises(BadVideo, match="too short: 3 frames, a clip needs 4"):
+        uniform_indices(3, 4, train=False)
+
+
+def test_spatial_transform_is_the_same_on_every_frame() -> None:
+    # A video whose frames are identical must give a clip whose frames are identical, whatever the crop and flip.
+    frame = torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8)
+    video = frame[None].expand(12, -1, -1, -1).contiguous()
+    sampler = ClipSampler(num_frames=6, size=32)
+    rng = random.Random(3)
+    for _ in range(10):
+        clip = sampler.clip(video, train=True, rng=rng)
+        assert clip.shape == (3, 6, 32, 32)
+        assert torch.equal(clip, clip[:, :1].expand_as(clip))
+
+
+def test_evaluation_clip_is_the_centre_crop_normalised() -> None:
+    video = torch.zeros(8, 3, 40, 60, dtype=torch.uint8)
+    video[..., 10:50] = 255  # the central 40 x 40 square is white, the borders black
+    clip = ClipSampler(num_frames=4, size=20, mean=(0.5,) * 3, std=(0.5,) * 3).clip(video, train=False)
+    torch.testing.assert_close(clip, torch.ones(3, 4, 20, 20))
+
+
+def test_multi_view_covers_start_middle_end_and_three_crops() -> None:
+    assert clip_starts(100, 10, 3) == [0, 45, 90]
+    assert spatial_boxes((48, 64), 3) == [(0, 0, 48, 48), (0, 8, 48, 48), (0, 16, 48, 48)]
+    video = torch.arange(40).view(40, 1, 1, 1).expand(40, 3, 48, 64).to(torch.uint8)
+    views = ClipSampler(num_frames=4, sampling="strided", stride=2, size=16, mean=(0,) * 3, std=(1 / 255,) * 3,
+                        ).views(video, clips=2, crops=3)
+    assert views.shape == (6, 3, 4, 16, 16)
+    firsts = [round(float(v[0, 0].mean())) for v in views]
+    assert firsts == [0, 0, 0, 33, 33, 33]  # clip 1 starts at frame 0, clip 2 at 40 - 7 = 33
+
+
+def test_average_views_is_the_mean_of_the_view_softmaxes() -> None:
+    views = torch.randn(6, 3, 2, 4, 4)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 5))
+    expected = torch.stack([model(v[None]).softmax(-1)[0] for v in views]).mean(0)
+    torch.testing.assert_close(average_views(model, views, batch=4), expected)
+
+
+def test_cache_decodes_each_file_once_and_evicts_beyond_its_budget(tmp_path: Path) -> None:
+    for name in "abc":
+        write_numbered_video(tmp_path / f"{name}.avi", 10)
+    one = 10 * 3 * 48 * 96
+    cache = DecodedCache(max_bytes=2 * one)
+    for name in "abab":
+        cache.get(tmp_path / f"{name}.avi", None)
+    assert (cache.misses, cache.hits, cache.bytes) == (2, 2, 2 * one)
+    cache.get(tmp_path / "c.avi", None)  # evicts a (least recently used)
+    cache.get(tmp_path / "b.avi", None)
+    cache.get(tmp_path / "a.avi", None)
+    assert (cache.misses, cache.hits) == (4, 3)
+
+
+def _bad_video_folder(tmp_path: Path) -> Path:
+    for split in ("train", "val"):
+        for cls in ("left", "right"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            write_numbered_video(folder / "good.avi", 12)
+    bad = tmp_path / "train" / "left"
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "page.webm").write_text("<html>404 Not Found</html>")
+    write_numbered_video(bad / "short.mkv", 3)
+    data = (bad / "good.avi").read_bytes()
+    (bad / "truncated.avi").write_bytes(data[: len(data) // 3])
+    (bad / "notes.txt").write_text("not a video")
+    return tmp_path
+
+
+def test_unreadable_empty_and_short_videos_are_skipped_and_reported(tmp_path: Path) -> None:
+    names, splits = find_videos(_bad_video_folder(tmp_path))
+    assert names == ["left", "right"]
+    sampler = ClipSampler(num_frames=4, size=16)
+    train = VideoFolder(*splits["train"], names, sampler, train=True, short_side=16)
+    reasons = {path.name: reason for path, reason in train.skipped}
+    assert set(reasons) >= {"empty.mp4", "page.webm", "short.mkv"}, reasons
+    assert reasons["empty.mp4"] == "empty file (0 bytes)"
+    assert reasons["short.mkv"] == "too short: 3 frames, a clip needs 4"
+    assert reasons["page.webm"].startswith("not a video FFmpeg can read")
+    assert "notes.txt" not in {p.name for p in train.paths} | set(reasons)
+    kept = {p.name for p in train.paths}
+    assert {"good.avi"} <= kept and not kept & set(reasons)
+    clip, label = train[0]
+    assert clip.shape == (3, 4, 16, 16) and label in (0, 1)
+    assert "skipped" in train.skipped_report() and "empty.mp4" in train.skipped_report()
+
+
+def test_ucf101_mini_clips_decode_to_the_manifest_frame_counts() -> None:
+    root = shared_data("ucf101_mini")
+    with open(root / "manifest.csv") as f:
+        rows = sorted((r for r in csv.DictReader(f) if r["split"] == "val"), key=lambda r: int(r["frames"]))[:2]
+    for row in rows:  # the two shortest validation clips keep this test quick
+        video = decode_video(root / row["path"], short_side=60)
+        assert video.shape == (int(row["frames"]), 3, 60, 80), (row["path"], tuple(video.shape))

@@ -1,0 +1,267 @@
+"""Video clips for ViViT: decoding with PyAV, choosing frames, the same spatial transform on every frame,
+a cache of decoded videos, and several views per video for evaluation.
+
+A clip is a float tensor [C, T, H, W] (what :class:`vitkit.models.vivit.VideoVisionTransformer` takes per sample).
+
+- Decoding: ``.avi``, ``.mp4``, ``.mkv``, ``.webm`` (anything FFmpeg reads), every frame as RGB uint8, resized
+  so that the shorter side is ``short_side`` (the cache then holds small frames). PyAV is imported lazily: it
+  is only needed for video.
+- Frames: ``uniform`` splits the video into T equal segments and takes one frame from each (the centre, or a
+  random frame of the segment in training); ``strided`` takes T frames ``stride`` apart from a start that is
+  random in training and central in evaluation.
+- A video that cannot be opened, has no video frames, or is shorter than a clip needs is a :class:`BadVideo`;
+  datasets skip it and report it, as they do bad images.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import VitkitError
+
+VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v"}
+Sampling = Literal["uniform", "strided"]
+
+
+class BadVideo(Exception):
+    """A video file that cannot be used; ``str()`` is the reason in a few words."""
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise VitkitError("reading video needs PyAV: run `pip install av` (or `pip install vitkit[video]`)") from None
+    return av
+
+
+def decode_video(path: str | Path, short_side: int | None = None, max_frames: int | None = None) -> torch.Tensor:
+    """The frames of a video as uint8 [T, 3, H, W], resized so the shorter side is ``short_side`` (if given);
+    with ``max_frames``, at most that many, evenly spaced (a smaller cache; clips then sample from these).
+
+    Raises :class:`BadVideo` when the file is empty, unreadable, or has no decodable video frame.
+    """
+    av = _av()
+    path = Path(path)
+    if not path.is_file():
+        raise BadVideo("file does not exist")
+    if path.stat().st_size == 0:
+        raise BadVideo("empty file (0 bytes)")
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise BadVideo("no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            size = _target_size(stream.codec_context.width, stream.codec_context.height, short_side)
+            for frame in container.decode(stream):
+                if size is not None:
+                    frame = frame.reformat(width=size[0], height=size[1])
+                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+    except BadVideo:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as error:  # type: ignore[attr-defined]
+        if not frames:
+            raise BadVideo("not a video FFmpeg can read: " + str(error).splitlines()[0][:120]) from None
+        # A damaged tail: keep the frames decoded before it, as players do.
+    if not frames:
+        raise BadVideo("no decodable video frames")
+    if max_frames and len(frames) > max_frames:
+        frames = [frames[int((i + 0.5) * len(frames) / max_frames)] for i in range(max_frames)]
+    return torch.stack(frames).permute(0, 3, 1, 2).contiguous()
+
+
+def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
+    if not short_side or not width or not height:
+        return None
+    scale = short_side / min(width, height)
+    # Even sizes: some pixel formats need them, and the cache stays predictable.
+    return (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+
+
+def min_frames(num_frames: int, sampling: Sampling, stride: int = 1) -> int:
+    """The fewest frames a video needs for one clip."""
+    return num_frames if sampling == "uniform" else (num_frames - 1) * stride + 1
+
+
+def uniform_indices(length: int, num_frames: int, train: bool, rng: random.Random | None = None) -> list[int]:
+    """One frame from each of ``num_frames`` equal segments: a random one in training, the centre otherwise."""
+    _check_length(length, min_frames(num_frames, "uniform"))
+    segment = length / num_frames
+    if train:
+        rng = rng or random.Random()
+        return [min(length - 1, int(segment * i + rng.random() * segment)) for i in range(num_frames)]
+    return [min(length - 1, int(segment * (i + 0.5))) for i in range(num_frames)]
+
+
+def strided_indices(length: int, num_frames: int, stride: int, start: int) -> list[int]:
+    """``num_frames`` frames ``stride`` apart from ``start``."""
+    span = min_frames(num_frames, "strided", stride)
+    _check_length(length, span)
+    if not 0 <= start <= length - span:
+        raise ValueError(f"start {start} leaves no room for {span} frames in a video of {length}")
+    return list(range(start, start + span, stride))
+
+
+def clip_starts(length: int, span: int, count: int) -> list[int]:
+    """``count`` evenly spaced starts of a window of ``span`` frames, first and last at the ends (multi-view)."""
+    _check_length(length, span)
+    room = length - span
+    if count == 1:
+        return [room // 2]
+    return [round(room * i / (count - 1)) for i in range(count)]
+
+
+def _check_length(length: int, needed: int) -> None:
+    if length < needed:
+        raise BadVideo(f"too short: {length} frames, a clip needs {needed}")
+
+
+@dataclass
+class ClipSampler:
+    """How to take a clip of ``num_frames`` frames from a decoded video, and how to shape it."""
+
+    num_frames: int = 8
+    sampling: Sampling = "uniform"
+    stride: int = 2
+    """Frames between samples, for ``strided``."""
+    size: int = 112
+    """Clips are ``size`` x ``size``."""
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    scale: tuple[float, float] = (0.6, 1.0)
+    """Training crops cover this fraction of the shorter side."""
+    flip: bool = True
+    """Random horizontal flip in training (turn off when left and right matter, e.g. direction of motion)."""
+
+    def indices(self, length: int, train: bool, rng: random.Random) -> list[int]:
+        """The frames of one clip."""
+        if self.sampling == "uniform":
+            return uniform_indices(length, self.num_frames, train, rng)
+        span = min_frames(self.num_frames, "strided", self.stride)
+        _check_length(length, span)
+        start = rng.randint(0, length - span) if train else (length - span) // 2
+        return strided_indices(length, self.num_frames, self.stride, start)
+
+    def clip(self, video: torch.Tensor, train: bool, rng: random.Random | None = None) -> torch.Tensor:
+        """One clip [C, T, size, size] from a decoded video [L, 3, H, W] (random in training, central otherwise)."""
+        rng = rng or random.Random()
+        frames = video[self.indices(len(video), train, rng)]
+        box = random_box(frames.shape[-2:], self.scale, rng) if train else centre_box(frames.shape[-2:])
+        flip = train and self.flip and rng.random() < 0.5
+        return self.finish(frames, box, flip)
+
+    def views(self, video: torch.Tensor, clips: int = 2, crops: int = 3) -> torch.Tensor:
+        """``clips`` temporal x ``crops`` spatial views for evaluation: [clips * crops, C, T, size, size]."""
+        length = len(video)
+        if self.sampling == "uniform":
+            # Shift the segment centres: view k takes the frame at (k + 1) / (clips + 1) of each segment.
+            segment = length / self.num_frames
+            _check_length(length, self.num_frames)
+            starts = [[min(length - 1, int(segment * (i + (k + 1) / (clips + 1)))) for i in range(self.num_frames)]
+                      for k in range(clips)]
+        else:
+            span = min_frames(self.num_frames, "strided", self.stride)
+            starts = [strided_indices(length, self.num_frames, self.stride, s) for s in clip_starts(length, span, clips)]
+        out = []
+        for indices in starts:
+            frames = video[indices]
+            out += [self.finish(frames, box, False) for box in spatial_boxes(frames.shape[-2:], crops)]
+        return torch.stack(out)
+
+    def finish(self, frames: torch.Tensor, box: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
+        """Crop the same box from every frame, resize to ``size``, flip, normalise: [C, T, size, size]."""
+        top, left, height, width = box
+        x = frames[:, :, top : top + height, left : left + width].float().div_(255)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if flip:
+            x = x.flip(-1)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return ((x - mean) / std).transpose(0, 1).contiguous()
+
+
+def centre_box(shape: tuple[int, int] | torch.Size) -> tuple[int, int, int, int]:
+    """The largest central square: (top, left, height, width)."""
+    height, width = shape
+    side = min(height, width)
+    return ((height - side) // 2, (width - side) // 2, side, side)
+
+
+def spatial_boxes(shape: tuple[int, int] | torch.Size, count: int) -> list[tuple[int, int, int, int]]:
+    """``count`` squares of the shorter side along the longer side (3: start, centre, end), as in the paper."""
+    height, width = shape
+    side = min(height, width)
+    if count == 1:
+        return [centre_box(shape)]
+    offsets = [round((max(height, width) - side) * i / (count - 1)) for i in range(count)]
+    if width >= height:
+        return [(0, o, side, side) for o in offsets]
+    return [(o, 0, side, side) for o in offsets]
+
+
+def random_box(shape: tuple[int, int] | torch.Size, scale: tuple[float, float],
+               rng: random.Random) -> tuple[int, int, int, int]:
+    """A random square whose side is a random fraction ``scale`` of the shorter side."""
+    height, width = shape
+    side = max(1, int(min(height, width) * math.sqrt(rng.uniform(scale[0] ** 2, scale[1] ** 2))))
+    return (rng.randint(0, height - side), rng.randint(0, width - side), side, side)
+
+
+class DecodedCache:
+    """Decoded videos kept in memory (least recently used first out) up to ``max_bytes``.
+
+    Keys include the file's size and modification time, so an edited file is decoded again.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, path: str | Path, short_side: int | None, max_frames: int | None = None) -> torch.Tensor:
+        """The decoded video (see :func:`decode_video`), from the cache when possible."""
+        path = Path(path)
+        stat = path.stat() if path.exists() else None
+        key = (str(path.resolve()), short_side, max_frames, stat.st_size if stat else -1,
+               stat.st_mtime_ns if stat else -1)
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        video = decode_video(path, short_side, max_frames)
+        size = video.numel() * video.element_size()
+        if size <= self.max_bytes:
+            self._items[key] = video
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.numel() * old.element_size()
+        return video
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+def average_views(model: torch.nn.Module, views: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Class probabilities of one video: the softmax of each view [V, C, T, H, W], averaged over the views."""
+    with torch.no_grad():
+        probs = torch.cat([model(views[i : i + batch]).softmax(dim=-1) for i in range(0, len(views), batch)])
+    return probs.mean(dim=0)
