@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .analysis import Summary, summarize
 from .errors import ConfigError, VitkitError
+from .interop.load import load
 from .models import (
     VideoVisionTransformer, ViTConfig, ViViTConfig, VisionTransformer, build_model, create_model, get_config,
     list_models,
@@ -42,5 +43,5 @@ def input_overrides(config: ViTConfig | ViViTConfig, input_size: tuple[int, ...]
 
 __all__ = [
     "ConfigError", "Summary", "VideoVisionTransformer", "ViTConfig", "ViViTConfig", "VisionTransformer", "VitkitError",
-    "build_model", "create_model", "get_config", "list_models", "summarize", "summarize_model", "__version__",
+    "build_model", "create_model", "get_config", "list_models", "load", "summarize", "summarize_model", "__version__",
 ]

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
-COMMAND_MODULES = ["inspect", "train", "explain", "bench"]
+COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop"]
 
 
 def build_parser() -> argparse.ArgumentParser:

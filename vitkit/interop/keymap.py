@@ -34,3 +34,37 @@ def rename_keys(state: dict[str, torch.Tensor], rules: Rules, source: str) -> di
         shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
         raise VitkitError(f"not a {source} ViT checkpoint: unexpected keys {shown}")
     return renamed
+
+
+_SPLIT_QKV = re.compile(r"^(blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")
+_FUSED_QKV = re.compile(r"^(blocks\.\d+\.attn\.)qkv\.(weight|bias)$")
+
+
+def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Concatenate separate ``blocks.N.attn.{q,k,v}`` projections into vitkit's fused ``blocks.N.attn.qkv``."""
+    fused: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = _SPLIT_QKV.match(key)
+        if match:
+            parts.setdefault(f"{match[1]}qkv.{match[3]}", {})[match[2]] = value
+        else:
+            fused[key] = value
+    for key, qkv in parts.items():
+        if set(qkv) != {"q", "k", "v"}:
+            raise VitkitError(f"incomplete attention weights for {key}: found only {', '.join(sorted(qkv))}")
+        fused[key] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
+    return fused
+
+
+def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Split vitkit's fused ``blocks.N.attn.qkv`` into ``blocks.N.attn.{q,k,v}`` (inverse of :func:`fuse_qkv`)."""
+    split: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _FUSED_QKV.match(key)
+        if not match:
+            split[key] = value
+            continue
+        for name, part in zip("qkv", value.chunk(3, dim=0)):
+            split[f"{match[1]}{name}.{match[2]}"] = part.contiguous()
+    return split

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import VitkitError
 from ..models.config import ViTConfig
 from .keymap import rename_keys
 
@@ -47,3 +48,13 @@ def timm_kwargs(config: ViTConfig) -> dict:
         global_pool="token" if config.pool == "cls" else "avg", no_embed_class=config.pos_embed == "learned_patches",
         pos_embed="none" if config.pos_embed == "none" else "learn",
     )
+
+
+def timm_hints(state: dict[str, torch.Tensor]) -> dict:
+    """Config fields that timm's key names tell but vitkit's do not: the pooling (``fc_norm`` means mean)."""
+    if "fc_norm.weight" in state or "cls_token" not in state:
+        if "norm.weight" in state:
+            # timm's fc_norm=False: norm every token, then average. vitkit averages, then norms (fc_norm=True).
+            raise VitkitError("this timm ViT averages tokens after its final norm (fc_norm=False); vitkit cannot")
+        return {"pool": "mean"}
+    return {"pool": "cls"}

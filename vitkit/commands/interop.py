@@ -1,0 +1,82 @@
+"""``vitkit convert`` and ``vitkit export``: other libraries' checkpoints in and out, deployment formats."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import positive_int
+
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..interop.load import load
+    from ..interop.save import reference_kwargs, save_as
+
+    model = load(args.source, num_classes=args.num_classes, image_size=args.image_size, **_architecture(args))
+    class_names = model.config.extra.get("source", {}).get("class_names")
+    written = save_as(model, args.to, args.out, class_names=class_names)
+    c = model.config
+    print(f"wrote {written} ({args.to}): ViT dim {c.dim}, depth {c.depth}, heads {c.heads}, "
+          f"patch {'x'.join(map(str, c.patch_size))}, image {'x'.join(map(str, c.image_size))}, "
+          f"{c.num_classes} classes")
+    kwargs = reference_kwargs(args.to, c)
+    if kwargs:
+        print(f"build the {args.to} model with VisionTransformer(**{kwargs})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..interop.export import check_batches, export_onnx, export_pt2
+    from ..interop.load import load
+
+    model = load(args.run)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / f"model{FORMATS[args.format]}"
+    if args.format == "onnx":
+        diff = export_onnx(model, out, dynamic_batch=args.dynamic_batch, opset=args.opset)
+    else:
+        diff = export_pt2(model, out, dynamic_batch=args.dynamic_batch)
+    batches = check_batches(args.dynamic_batch)
+    on = f"batch sizes {', '.join(map(str, batches))}" if len(batches) > 1 else f"batch size {batches[0]}"
+    print(f"wrote {out}; max abs diff vs PyTorch {diff:.2e} on {on}")
+    return 0
+
+
+def _architecture(args: argparse.Namespace) -> dict:
+    return {"heads": args.heads} if args.heads else {}
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an image size like 384 or 384x512, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected an image size like 384 or 384x512, got {text!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def register(add) -> None:
+    from ..interop.save import TARGETS
+
+    convert = add("convert", cmd_convert,
+                  "convert a checkpoint (vitkit folder, timm/HF/torchvision/JAX file, timm:NAME, hf:ORG/NAME)")
+    convert.add_argument("source", help="a model folder, a .safetensors/.pth/.bin/.npz file, timm:NAME or hf:ORG/NAME")
+    convert.add_argument("--to", choices=TARGETS, required=True, help="the format to write")
+    convert.add_argument("out", help="output folder (vitkit, hf) or file (timm, torchvision: .safetensors or .pth)")
+    convert.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
+                         help="resample the position embedding for this image size, e.g. 384")
+    convert.add_argument("--num-classes", type=int, default=None, metavar="N",
+                         help="replace the head with a new N-class one (0: no head)")
+    convert.add_argument("--heads", type=positive_int, default=None, metavar="N",
+                         help="attention heads, when the weights are not a standard ViT size (default: inferred)")
+
+    export = add("export", cmd_export, "export a model to ONNX or torch.export (.pt2), verified against PyTorch")
+    export.add_argument("run", help="a model folder or any checkpoint `vitkit convert` reads")
+    export.add_argument("--format", choices=list(FORMATS), required=True)
+    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (verified at batch 1 and 7)")
+    export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--out", default=None, help="output file (default: RUN/model.onnx or RUN/model.pt2)")

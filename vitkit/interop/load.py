@@ -1,0 +1,169 @@
+"""``vitkit.load``: a ready model from any ViT checkpoint: a vitkit folder, a timm / Hugging Face / torchvision /
+JAX file, or a Hub name.
+
+    source file -> detect the format from its keys -> rename to vitkit's keys -> infer the config from the
+    shapes -> resample the position embedding / replace the head for the requested size and classes -> model
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import VitkitError
+from ..models.config import ViTConfig, to_pair
+from ..models.vit import VisionTransformer
+from .detect import detect_format
+from .files import SUFFIXES, read_checkpoint, read_sidecar
+from .hf import hints_from_hf_config
+from .hub import download, is_hub_name
+from .infer import infer_config
+from .resample import resample_pos_embed
+
+log = logging.getLogger("vitkit")
+
+CONFIG_METADATA_KEY = "vitkit_config"
+"""The safetensors header entry where vitkit records the full config of weights it writes in other formats."""
+# Inside a folder without a vitkit config.json, the first of these that exists holds the weights.
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.npz")
+
+
+@dataclass
+class SourceWeights:
+    """A checkpoint's weights under vitkit's key names, with what else is known about its architecture."""
+
+    state: dict[str, torch.Tensor]
+    format: str
+    hints: dict[str, Any]
+    """Config fields the weights' shapes cannot tell (heads, LayerNorm eps, pooling, image size)."""
+    path: Path
+    class_names: list[str] | None = None
+
+
+def load(source: str | os.PathLike, num_classes: int | None = None, image_size: int | tuple[int, int] | None = None,
+         **overrides: Any) -> nn.Module:
+    """A model in eval mode on the CPU from ``source``, resized to ``image_size`` and ``num_classes`` if given.
+
+    ``source``: a vitkit model folder, a ``.safetensors``/``.pth``/``.bin``/``.npz`` file (timm, Hugging Face,
+    torchvision, JAX or vitkit, recognised from its keys), a Hugging Face model folder, or ``timm:NAME`` /
+    ``hf:ORG/NAME``. ``overrides`` are config fields: ones the weights cannot show (``heads=``, ``norm_eps=``)
+    or training options (``drop_path=0.1``). Where it came from is in ``model.config.extra["source"]``.
+    """
+    source = str(source)
+    if _is_other_vitkit_model(source):
+        return _load_other_vitkit_model(source, num_classes, image_size)
+    weights = read_source(source)
+    config = infer_config(weights.state, {**weights.hints, **overrides})
+    targets = {"num_classes": num_classes, "image_size": image_size}
+    target = config.replace(**overrides, **{k: v for k, v in targets.items() if v is not None})
+    state = adapt_state(weights.state, config, target)
+    info = {"source": source, "format": weights.format,
+            "class_names": weights.class_names if target.num_classes == config.num_classes else None}
+    model = VisionTransformer(target.replace(extra={**target.extra, "source": info}))
+    _load_state(model, state, source, new_head=target.num_classes != config.num_classes)
+    return model.eval()
+
+
+def read_source(source: str) -> SourceWeights:
+    """The weights of ``source`` (path or Hub name) renamed for vitkit, with the config hints found beside them."""
+    path = download(source) if is_hub_name(source) else _weights_path(Path(source))
+    checkpoint = read_checkpoint(path)
+    fmt = detect_format(list(checkpoint.arrays), str(path))
+    hints: dict[str, Any] = {"norm_eps": fmt.norm_eps, **fmt.hints(checkpoint.arrays)}
+    sidecar = _sidecar_hints(checkpoint.sidecar)
+    if CONFIG_METADATA_KEY in checkpoint.metadata:
+        sidecar = {**json.loads(checkpoint.metadata[CONFIG_METADATA_KEY]), **sidecar}
+    class_names = sidecar.pop("class_names", None)
+    state = fmt.to_vitkit(checkpoint.arrays)
+    return SourceWeights(state, fmt.name, {**hints, **sidecar}, path, class_names)
+
+
+def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTConfig) -> dict[str, torch.Tensor]:
+    """``state`` (of a ``source`` model) made to fit ``target``: position embedding resampled to the new patch
+    grid, head dropped when the classes differ (each announced in one line)."""
+    state = dict(state)
+    if "pos_embed.weight" in state and source.grid_size != target.grid_size:
+        prefix = int(source.pos_embed == "learned" and source.class_token)
+        state["pos_embed.weight"] = resample_pos_embed(
+            state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix
+        )
+        old, new = ("x".join(map(str, grid)) for grid in (source.grid_size, target.grid_size))
+        log.warning(f"vitkit: resampled the position embedding from {old} to {new} patches (bicubic)")
+    if target.num_classes != source.num_classes:
+        state.pop("head.weight", None)
+        state.pop("head.bias", None)
+        if target.num_classes:
+            log.warning(f"vitkit: new {target.num_classes}-class head (the checkpoint's has {source.num_classes} "
+                        "outputs); it starts untrained")
+        else:
+            log.warning(f"vitkit: removed the checkpoint's {source.num_classes}-class head; the model returns features")
+    return state
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, new_head: bool) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        raise VitkitError(f"{source} does not fit the inferred model: {mismatch[:300]}") from None
+    missing = [key for key in missing if not (new_head and key.startswith("head."))]
+    if missing or unexpected:
+        problems = [f"missing {', '.join(missing[:3])}" if missing else "",
+                    f"unexpected {', '.join(unexpected[:3])}" if unexpected else ""]
+        raise VitkitError(f"{source} does not fit the inferred model: {'; '.join(p for p in problems if p)}")
+
+
+def _weights_path(path: Path) -> Path:
+    """A file as is; in a folder, the weights file (vitkit's, or the usual names of the Hub and timm)."""
+    if not path.exists():
+        raise VitkitError(f"{path} does not exist (a hub model is written timm:NAME or hf:ORG/NAME)")
+    if path.is_file():
+        return path
+    for name in FOLDER_WEIGHTS:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(p.name for p in path.iterdir() if p.suffix in SUFFIXES)
+    if len(found) == 1:
+        return path / found[0]
+    listing = f"found {', '.join(found)}" if found else "found no .safetensors/.pth/.bin/.npz file"
+    raise VitkitError(f"{path}: which weights? {listing}; pass the file's path")
+
+
+def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
+    """Config hints from the ``config.json`` beside the weights: vitkit's, transformers' or timm's."""
+    if not sidecar:
+        return {}
+    if sidecar.get("format") == "vitkit":
+        if sidecar.get("architecture") != "VisionTransformer":
+            raise VitkitError(f"a vitkit {sidecar.get('architecture')} model: load its folder, not its weights file")
+        return {**sidecar["model"], "class_names": sidecar.get("class_names")}
+    if sidecar.get("model_type") == "vit":
+        return hints_from_hf_config(sidecar)
+    input_size = (sidecar.get("pretrained_cfg") or {}).get("input_size")  # timm's Hub config
+    return {"image_size": tuple(input_size[-2:])} if input_size else {}
+
+
+def _is_other_vitkit_model(source: str) -> bool:
+    """A vitkit folder of another architecture (a video model): those load through ``store.load_model``."""
+    path = Path(source)
+    sidecar = read_sidecar(path) if path.is_dir() else None
+    return bool(sidecar) and sidecar.get("format") == "vitkit" and sidecar.get("architecture") != "VisionTransformer"
+
+
+def _load_other_vitkit_model(source: str, num_classes: int | None, image_size: Any) -> nn.Module:
+    from ..store import load_model  # here: store imports the package root, which imports this module
+
+    model, _ = load_model(source)
+    if image_size is not None and tuple(model.config.image_size) != to_pair(image_size):
+        raise VitkitError(f"{source}: changing the input size is supported for image ViTs only")
+    if num_classes is not None and num_classes != model.config.num_classes:
+        log.warning(f"vitkit: new {num_classes}-class head (the checkpoint's has {model.config.num_classes})")
+        model.reset_classifier(num_classes)
+    return model.eval()
