@@ -38,7 +38,7 @@ def main() -> int:
 
     def hook(original, only_training: bool = False):
         def wrapped(*a, **k):
-            if not only_training or torch.is_grad_enabled():
+            if not only_training or (torch.is_grad_enabled() and a[0].requires_grad):  # not evaluation losses
                 trip()
             return original(*a, **k)
         return wrapped

@@ -102,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = trainer.fit()
     if summary.get("interrupted"):
         return 130
+    if "best_val_accuracy" not in summary:  # ranks other than 0 of a distributed run report nothing
+        return 0
     print(f"\nbest val accuracy {summary['best_val_accuracy']:.2%} after {summary['epochs_done']} epochs "
           f"({summary['train_minutes']:.1f} min); model in {summary['run']}")
     print("plots: " + ", ".join(summary["plots"]))

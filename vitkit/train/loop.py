@@ -82,6 +82,9 @@ class Trainer:
         self.local_batch = self._local_batch()
         torch.manual_seed(config.seed)  # the same on every process: FSDP shards (does not broadcast) the init
         self.model = self._build_model_for_data()
+        # Described before FSDP turns the class into FSDPVisionTransformer.
+        self.model_json = model_config_json(self.model, class_names=self.class_names,
+                                            preprocess=self.prep.to_dict(), train=config.to_dict())
         if self.group.main:
             self._check_output(resume)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
@@ -356,12 +359,11 @@ class Trainer:
         self.last_checkpoint = folder.name
 
     def _write_config(self) -> None:
-        atomic_write_json(self.run_dir / CONFIG_FILE, model_config_json(
-            self.model, class_names=self.class_names, preprocess=self.prep.to_dict(), train=self.config.to_dict()))
+        atomic_write_json(self.run_dir / CONFIG_FILE, self.model_json)
 
     def _print_start(self) -> None:
         c = self.config
-        params = sum(p.numel() for p in self.model.parameters()) * (self.group.world if c.fsdp else 1)
+        params = sum(p.numel() for p in self.model.parameters())  # FSDP's DTensors count their full size
         self._log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {len(self.train_set)} train / "
                   f"{len(self.val_set)} val images, {len(self.class_names)} classes, {self.prep.image_size} px, "
                   f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, {c.precision}, {self.device} -> "
