@@ -14,6 +14,7 @@ from vitkit.explain import (
     attention_maps, center_mass, explain, figure_size, grad_rollout, overlay, query_relevance, recording,
     render_figure, rollout, save_figure, save_gif,
 )
+from vitkit.explain.overlay import enlarge
 from vitkit.store import save_model
 
 
@@ -195,6 +196,12 @@ def test_figure_has_the_documented_size_and_the_input_pixel_for_pixel() -> None:
     np.testing.assert_array_equal(figure[second_row : second_row + 48, 64:128], crop)
 
 
+def test_small_inputs_are_enlarged_by_a_whole_factor() -> None:
+    crop = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    assert enlarge(crop).shape == (7 * 32, 7 * 48, 3)
+    assert enlarge(np.zeros((224, 300, 3), np.uint8)).shape == (224, 300, 3)
+
+
 def test_gif_has_every_frame(tmp_path) -> None:
     frames = [np.full((16, 24, 3), v, np.uint8) for v in (0, 120, 240)]
     with Image.open(save_gif(tmp_path / "a.gif", frames)) as gif:
@@ -219,12 +226,13 @@ def photo(tmp_path_factory) -> str:
     return str(path)
 
 
+# The 64 px input is drawn 4x (256 px panels): the smallest whole factor that reaches 224 px.
 @pytest.mark.parametrize("args, name, size", [
-    (["--method", "rollout"], "photo.rollout.png", (2 * 64, 30 + 64 + 20)),
-    (["--method", "grad-rollout", "--target", "dog"], "photo.grad-rollout.png", (2 * 64, 30 + 64 + 20)),
-    (["--method", "attention"], "photo.attention-layer1.png", (5 * 64, 30 + 64 + 20)),
+    (["--method", "rollout"], "photo.rollout.png", (2 * 256, 30 + 256 + 20)),
+    (["--method", "grad-rollout", "--target", "dog"], "photo.grad-rollout.png", (2 * 256, 30 + 256 + 20)),
+    (["--method", "attention"], "photo.attention-layer1.png", (5 * 256, 30 + 256 + 20)),
     (["--method", "attention", "--layer", "0", "--head", "3"], "photo.attention-layer0-head3.png",
-     (2 * 64, 30 + 64 + 20)),
+     (2 * 256, 30 + 256 + 20)),
 ])
 def test_cli_writes_png_of_the_expected_size(model_folder, photo, tmp_path, args, name, size) -> None:
     result = run_cli("explain", model_folder, photo, *args, "--out", str(tmp_path))
@@ -241,13 +249,13 @@ def test_cli_on_a_real_photo(model_folder, tmp_path) -> None:
     result = run_cli("explain", model_folder, str(image), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "cat.2000.rollout.png") as png:
-        assert png.size == (128, 114)
+        assert png.size == (512, 306)
 
 
 @pytest.mark.parametrize("source, image, message", [
     ("MODEL", "missing.jpg", "does not exist"),
     ("MODEL", "BAD", "is not a readable image"),
-    ("nowhere", "PHOTO", "neither a vitkit model folder"),
+    ("nowhere", "PHOTO", "nowhere does not exist"),
     ("MODEL", "PHOTO", "--layer 5 is out of range"),
 ])
 def test_cli_errors_are_one_line(model_folder, photo, tmp_path, source, image, message) -> None:
@@ -259,3 +267,8 @@ def test_cli_errors_are_one_line(model_folder, photo, tmp_path, source, image, m
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_other_than_the_image_vit_get_a_clear_error() -> None:
+    with pytest.raises(vitkit.VitkitError, match="cannot explain a Sequential"):
+        explain(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), torch.randn(1, 3, 32, 32))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import vitkit
+from conftest import run_cli
 from vitkit.explain import attention_maps
 from vitkit.interop.timm import timm_kwargs, to_timm
 
@@ -84,3 +87,25 @@ def test_attention_equals_timm_explicit_attention(overrides: dict) -> None:
     expected = torch.stack(captured, dim=1)
     assert expected.max() > 0.5, "the reference attention is too flat to tell mappings apart"
     torch.testing.assert_close(attention, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("library", ["timm", "transformers"])
+def test_cli_explains_checkpoints_of_other_libraries(library: str, tmp_path) -> None:
+    """A timm .pth and a Hugging Face folder go through vitkit.load; the figure is written."""
+    if library == "timm":
+        reference = timm.models.vision_transformer.VisionTransformer(
+            img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=3)
+        source = tmp_path / "timm_vit.pth"
+        torch.save(reference.state_dict(), source)
+    else:
+        reference = transformers.ViTForImageClassification(transformers.ViTConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64,
+            patch_size=16, num_labels=3))
+        source = tmp_path / "hf_vit"
+        reference.save_pretrained(source)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(image)
+    result = run_cli("explain", str(source), str(image), "--method", "grad-rollout", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "photo.grad-rollout.png") as png:
+        assert png.size == (2 * 256, 30 + 256 + 20) and png.mode == "RGB"

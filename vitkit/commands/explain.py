@@ -30,34 +30,46 @@ def cmd_explain(args: argparse.Namespace) -> int:
     path = out / f"{Path(args.image).stem}.{_suffix(args, config)}.png"
     title = _title(result, meta, args.method)
     save_figure(path, panels, captions, title, columns=columns)
-    width, height = figure_size(crop.shape[:2], len(panels), columns)
+    width, height = figure_size(panels[0].shape[:2], len(panels), columns)
     print(f"{path} ({width}x{height}): {title}")
     return 0
 
 
 def _panels(crop, result) -> tuple[list, list[str]]:
     """The input crop, then one overlay per map; a map with no contrast is captioned as flat."""
-    from ..explain.overlay import is_flat, overlay
+    from ..explain.overlay import enlarge, is_flat, overlay
 
+    crop = enlarge(crop)
     heats = [heat.numpy() for heat in result.heat[0]]
     captions = [caption + (" (flat)" if is_flat(heat) else "") for caption, heat in zip(result.captions, heats)]
     return [crop] + [overlay(crop, heat) for heat in heats], ["input"] + captions
 
 
 def load_source(source: str) -> tuple[Any, dict[str, Any]]:
-    """A model to explain: a vitkit model folder, or a registered name (untrained weights, for a quick look)."""
-    from ..errors import VitkitError
+    """A model to explain and its config.json: a model name (random weights, for a quick look), a vitkit model
+    folder, or anything ``vitkit.load`` reads (timm / Hugging Face / torchvision / JAX files and folders)."""
+    from ..interop.load import load
     from ..models import create_model, list_models
-    from ..store import CONFIG_FILE, load_model
+    from ..store import load_model
 
-    if (Path(source) / CONFIG_FILE).is_file():
-        return load_model(source)
     if source in list_models():
         print(f"note: {source} is a model name, so its weights are random; pass a trained model folder to see "
               "what a trained model looks at", file=sys.stderr)
         return create_model(source).eval(), {}
-    raise VitkitError(f"{source} is neither a vitkit model folder (with {CONFIG_FILE}) nor a model name; "
-                      "pass a folder written by `vitkit train` or a name from `vitkit models`")
+    if _is_vitkit_folder(Path(source)):
+        return load_model(source)
+    model = load(source)
+    return model, {"class_names": (model.config.extra.get("source") or {}).get("class_names")}
+
+
+def _is_vitkit_folder(path: Path) -> bool:
+    """A folder whose config.json is vitkit's (a Hugging Face folder also has a config.json)."""
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text()).get("format") == "vitkit"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _class_index(target: str, class_names: list[str] | None) -> int:
@@ -98,7 +110,8 @@ def register(add) -> None:
     explain = add("explain", cmd_explain,
                   "draw what a model looks at on an image: per-head attention, attention rollout, grad-rollout")
     explain.add_argument("source", metavar="RUN_OR_SOURCE",
-                         help="a vitkit model folder (from `vitkit train`), or a model name for random weights")
+                         help="a vitkit model folder (from `vitkit train`), a timm / Hugging Face / torchvision / JAX "
+                              "checkpoint that `vitkit.load` reads, or a model name (random weights)")
     explain.add_argument("image", metavar="IMAGE", help="an image file (.jpg, .png, ...)")
     explain.add_argument("--method", choices=["attention", "rollout", "grad-rollout"], default="rollout",
                          help="attention: one layer, a panel per head; rollout: all layers (Abnar & Zuidema "

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import VitkitError
+from ..models.vit import VisionTransformer
 from .attention import recording, stack_layers
 from .rollout import grad_rollout, query_relevance, rollout
 
@@ -67,10 +68,10 @@ def explain(model: nn.Module, images: torch.Tensor, method: str = "rollout", *, 
 
 def _readout(model: nn.Module) -> tuple[tuple[int, int], str, int]:
     """The patch grid, pooling mode and number of prefix tokens of a vitkit image model."""
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "grid_size") or not hasattr(model, "num_prefix_tokens"):
-        raise VitkitError(f"cannot explain a {type(model).__name__}: explain needs a vitkit VisionTransformer")
-    return tuple(config.grid_size), config.pool, model.num_prefix_tokens
+    if not isinstance(model, VisionTransformer):
+        raise VitkitError(f"cannot explain a {type(model).__name__}: explain supports vitkit's image "
+                          "VisionTransformer (video models are not supported yet)")
+    return tuple(model.config.grid_size), model.config.pool, model.num_prefix_tokens
 
 
 def _classes(logits: torch.Tensor, num_classes: int, target: int | None,

@@ -14,6 +14,7 @@ from PIL import Image
 
 TITLE_PX = 30
 CAPTION_PX = 20
+MIN_PANEL = 224  # smaller inputs (e.g. 32 or 128 px models) are enlarged by a whole factor to be readable
 DPI = 100
 COLORMAP = "jet"  # red = most relevant, blue = least: the convention of the rollout papers
 
@@ -44,6 +45,15 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.round((1 - alpha) * image + alpha * colours).clip(0, 255).astype(np.uint8)
 
 
+def enlarge(image: np.ndarray, min_side: int = MIN_PANEL) -> np.ndarray:
+    """Scale uint8 [H, W, 3] up by the smallest whole factor that makes its shorter side >= ``min_side``."""
+    factor = -(-min_side // min(image.shape[:2]))
+    if factor <= 1:
+        return image
+    size = (image.shape[1] * factor, image.shape[0] * factor)
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
 def figure_size(panel: tuple[int, int], count: int, columns: int) -> tuple[int, int]:
     """(width, height) in pixels of a figure of ``count`` panels of ``panel`` = (H, W) in ``columns``."""
     columns = min(columns, count)
@@ -68,7 +78,8 @@ def render_figure(panels: Sequence[np.ndarray], captions: Sequence[str], title: 
     fig_w, fig_h = figure_size((height, width), len(panels), columns)
     figure = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI, facecolor="white")
     canvas = FigureCanvasAgg(figure)
-    figure.text(0.5, 1 - TITLE_PX / 2 / fig_h, title, ha="center", va="center", fontsize=11, weight="bold")
+    figure.text(0.5, 1 - TITLE_PX / 2 / fig_h, title, ha="center", va="center", weight="bold",
+                fontsize=_fitting_font(title, fig_w, 11))
     for index, (panel, caption) in enumerate(zip(panels, captions)):
         row, col = divmod(index, columns)
         top = TITLE_PX + row * (height + CAPTION_PX)
@@ -76,10 +87,16 @@ def render_figure(panels: Sequence[np.ndarray], captions: Sequence[str], title: 
         axes.imshow(panel, interpolation="nearest")
         axes.set_axis_off()
         figure.text((col + 0.5) * width / fig_w, 1 - (top + height + CAPTION_PX / 2) / fig_h, caption,
-                    ha="center", va="center", fontsize=8)
+                    ha="center", va="center", fontsize=_fitting_font(caption, width, 8))
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def _fitting_font(text: str, width_px: int, largest: float) -> float:
+    """A font size (points) at which ``text`` fits in ``width_px``: bold sans glyphs average ~0.62 em."""
+    fits = 0.95 * width_px / (0.62 * max(len(text), 1)) * 72 / DPI
+    return max(5.0, min(largest, fits))
 
 
 def save_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0) -> Path:
