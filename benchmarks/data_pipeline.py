@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vitkit.data.pipeline import Augment, train_batch
+from vitkit.data.pipeline import train_batch
 from vitkit.train.config import TrainConfig
 from vitkit.train.loop import Trainer, epoch_order
 
@@ -34,7 +34,7 @@ def main() -> None:
                          batch_size=args.batch_size, augment="randaugment", crop_scale=(0.35, 1.0),
                          out=tempfile.mkdtemp(prefix="vitkit-databench-"))
     trainer = Trainer(config)  # decodes every image once: the cache
-    aug = Augment(config.crop, config.crop_scale, config.shift_pad, config.flip, config.augment)
+    aug = config.augmentation()
     order = epoch_order(config.seed, 0, len(trainer.train_set)).tolist()
 
     def batch(step: int):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..data.pipeline import Augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,6 +113,12 @@ class TrainConfig:
             values = value if isinstance(value, tuple) else (value,)
             found += [(f.name, float(v)) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return found
+
+    def augmentation(self) -> "Augment":
+        """The training augmentation these settings describe."""
+        from ..data.pipeline import Augment
+
+        return Augment(self.crop, self.crop_scale, self.shift_pad, self.flip, self.augment, self.mixup, self.cutmix)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

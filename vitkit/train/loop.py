@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..data.datasets import load_datasets
 from ..data.images import ImageSet
-from ..data.pipeline import Augment, Preprocess, train_batch
+from ..data.pipeline import Preprocess, train_batch
 from ..errors import VitkitError
 from ..models import create_model
 from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
@@ -225,7 +225,7 @@ class Trainer:
         c = self.config
         self.wrapped.train()
         order = epoch_order(c.seed, self.epoch, len(self.train_set)).tolist()
-        aug = Augment(c.crop, c.crop_scale, c.shift_pad, c.flip, c.augment, c.mixup, c.cutmix)
+        aug = c.augmentation()
         mine = range(self.group.rank * self.local_batch, (self.group.rank + 1) * self.local_batch)
         stats, steps = self.partial, 0
         bar = tqdm(total=self.steps_per_epoch * c.batch_size, initial=self.step * c.batch_size, unit="img",
