@@ -54,6 +54,8 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
         raise BadImage("not an image Pillow can read") from None
     except Image.DecompressionBombError:
         raise BadImage("too many pixels (decompression-bomb guard)") from None
+    except MemoryError:  # a damaged header can claim a size below the guard that still does not fit in memory
+        raise BadImage("too large to decode in memory") from None
     except (OSError, SyntaxError, ValueError) as error:
         reason = str(error) or type(error).__name__
         raise BadImage("truncated or corrupt: " + reason.splitlines()[0][:120]) from None

@@ -114,7 +114,13 @@ class Trainer:
 
     def _build_model_for_data(self) -> nn.Module:
         c = self.config
-        probe = create_model(c.model, device="meta", **c.model_args)
+        try:
+            probe = create_model(c.model, device="meta", **c.model_args)
+        except (TypeError, ValueError) as error:  # e.g. --model-arg depth=x: a string where a number belongs
+            if isinstance(error, VitkitError):
+                raise
+            raise VitkitError(f"--model-arg {c.model_args} does not fit {c.model} ({error}); "
+                              "check the names and types of the values") from None
         image_size = c.img_size or probe.config.image_size[0]
         self.prep = Preprocess(image_size, round(image_size / c.crop_pct), c.mean, c.std)
         self.train_set, self.val_set = load_datasets(c.data, self.prep.short_side, c.val_fraction, c.seed)
