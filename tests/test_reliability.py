@@ -317,6 +317,24 @@ def assert_clear(status: int, stderr: str, allowed: tuple[int, ...] = (0, 2)) ->
         assert len(errors) == 1, stderr
 
 
+def test_a_bug_is_one_line_with_status_1_and_vitkit_debug_shows_the_traceback(monkeypatch) -> None:
+    import vitkit
+    import vitkit.cli as cli
+
+    def broken_summary(*args, **kwargs):
+        return {}["missing key"]  # a bug: KeyError, not a VitkitError
+
+    monkeypatch.setattr(vitkit, "summarize_model", broken_summary)
+    monkeypatch.delenv("VITKIT_DEBUG", raising=False)
+    status, stderr = call_cli(["summary", "vit_ti16"])
+    assert status == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and "internal error: KeyError" in stderr
+    assert "VITKIT_DEBUG=1" in stderr
+    monkeypatch.setenv("VITKIT_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["summary", "vit_ti16"])
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """Small things a user might point vitkit at: a tiny image folder, a model folder, a finished run, junk."""
@@ -513,9 +531,25 @@ def check_video_loader(blob: bytes, suffix: str, folder: Path) -> None:
     assert video.dtype == torch.uint8 and video.ndim == 4 and video.shape[1] == 3 and video.shape[0] >= 1
 
 
-@pytest.mark.xfail(raises=AttributeError, strict=False,
-                   reason="known bug in vitkit/data/video.py (reported): a truncated mp4 whose stream has no codec "
-                          "context raises AttributeError at `stream.codec_context.width` instead of BadVideo")
+def test_every_truncation_of_an_mp4_decodes_or_is_refused(tmp_path) -> None:
+    """Regression (found by the fuzz run): cutting an mp4 inside its header left a stream without a codec
+    context, and the loader raised AttributeError instead of BadVideo. Try every cut of a small file."""
+    av = pytest.importorskip("av")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for shade in range(0, 160, 20):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), shade, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = buffer.getvalue()
+    for cut in range(1, len(data), 3):
+        check_video_loader(data[:cut], "mp4", tmp_path)
+
+
 @given(case=video_bytes())
 @FUZZ
 def test_any_video_file_decodes_or_is_refused_with_a_reason(tmp_path, case) -> None:

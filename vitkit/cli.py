@@ -2,14 +2,17 @@
 
 Each group of sub-commands lives in ``vitkit/commands/<topic>.py`` and exposes ``register(add)``, where
 ``add(name, handler, help)`` returns an ``argparse`` sub-parser. User mistakes raise :class:`VitkitError`;
-``main`` prints their one-line message and exits with status 2 instead of showing a traceback.
+``main`` prints their one-line message and exits with status 2 instead of showing a traceback; anything
+else is a bug, reported in one line with status 1 (``VITKIT_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from . import __version__
@@ -45,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vitkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last resort: a bug must not dump a traceback on the user
+        if os.environ.get("VITKIT_DEBUG"):
+            raise
+        where = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+        print(f"vitkit: internal error: {where[:300]} (a bug in vitkit: rerun with VITKIT_DEBUG=1 for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

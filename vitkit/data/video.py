@@ -66,7 +66,10 @@ def decode_video(path: str | Path, short_side: int | None = None, max_frames: in
                 raise BadVideo("no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            size = _target_size(stream.codec_context.width, stream.codec_context.height, short_side)
+            codec = stream.codec_context
+            if codec is None:  # a truncated header: the stream is listed but its codec was never read
+                raise BadVideo("the video stream has no codec (truncated or damaged header)")
+            size = _target_size(codec.width, codec.height, short_side)
             for frame in container.decode(stream):
                 if size is not None:
                     frame = frame.reformat(width=size[0], height=size[1])

@@ -87,7 +87,10 @@ class Trainer:
                                             preprocess=self.prep.to_dict(), train=config.to_dict())
         if self.group.main:
             self._check_output(resume)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema)) if config.ema else None
+        # use_buffers: the EMA copy must also track BatchNorm statistics (conv stem), or it evaluates with the
+        # running mean/var it was created with.
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+                    if config.ema else None)
         self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
         self.steps_per_epoch = len(self.train_set) // config.batch_size
