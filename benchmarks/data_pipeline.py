@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from vitkit.data.pipeline import train_batch
 from vitkit.train.config import TrainConfig
 from vitkit.train.loop import Trainer, epoch_order
 
@@ -34,13 +33,11 @@ def main() -> None:
                          batch_size=args.batch_size, augment="randaugment", crop_scale=(0.35, 1.0),
                          out=tempfile.mkdtemp(prefix="vitkit-databench-"))
     trainer = Trainer(config)  # decodes every image once: the cache
-    aug = config.augmentation()
-    order = epoch_order(config.seed, 0, len(trainer.train_set)).tolist()
+    order = epoch_order(config.seed, 0, trainer.task.sizes[0]).tolist()
 
     def batch(step: int):
         indices = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return train_batch(trainer.train_set, indices, trainer.prep, aug, len(trainer.class_names),
-                           (config.seed, 0, step))
+        return trainer.task.batch(indices, (config.seed, 0, step))
 
     def pipeline_and_model() -> float:
         start = time.perf_counter()

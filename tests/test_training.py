@@ -201,3 +201,22 @@ def test_a_run_folder_is_not_overwritten(tmp_path) -> None:
     train(tiny_config(data, tmp_path / "run", epochs=1))
     with pytest.raises(VitkitError, match="already holds a run"):
         Trainer(tiny_config(data, tmp_path / "run", epochs=1))
+
+
+def test_ema_decay_ramps_up_and_tracks_batchnorm_statistics() -> None:
+    from torch.optim.swa_utils import AveragedModel
+
+    from vitkit.train.loop import ema_with_warmup
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+    expected = None
+    for n, value in enumerate([1.0, 5.0, -3.0, 2.0, 7.0, 0.5] * 4):
+        with torch.no_grad():
+            model[0].weight.fill_(value)
+            model[1].running_mean.fill_(2 * value)
+        ema.update_parameters(model)
+        # By hand: the first update copies; update n (n >= 1) moves by 1 - min(0.9, (1 + n) / (10 + n)).
+        expected = value if expected is None else expected + (1 - min(0.9, (1 + n) / (10 + n))) * (value - expected)
+        assert float(ema.module[0].weight) == pytest.approx(expected, rel=1e-6)
+        assert float(ema.module[1].running_mean) == pytest.approx(2 * expected, rel=1e-6)

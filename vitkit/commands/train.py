@@ -13,6 +13,7 @@ from .args import positive_int
 # CLI option -> TrainConfig field; every option defaults to None so that "not given" is visible and an
 # embedded dataset's recipe (or the config defaults) fills the rest.
 _OPTIONS: list[tuple[str, type, str]] = [
+    ("--task", str, "image (default) or video (folders of video files, a ViViT model)"),
     ("--model", str, "model name (see `vitkit models`)"),
     ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME"),
     ("--out", str, "run folder to create (default runs/<data>-<model>)"),
@@ -39,6 +40,10 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),
     ("--max-bad-steps", int, "steps with NaN/inf loss or gradients to skip before stopping (default 10)"),
     ("--drop-path", float, "stochastic depth rate (a model option)"),
+    ("--frames", positive_int, "video: frames per clip (default: the model's)"),
+    ("--frame-sampling", str, "video: uniform (one frame per segment) or strided"),
+    ("--frame-stride", positive_int, "video: frames between samples for --frame-sampling strided"),
+    ("--inflate", str, "video --init from an image ViT: central_frame (default) or filter_average"),
 ]
 _MODEL_OPTIONS = {"drop_path"}
 
@@ -64,11 +69,13 @@ def _model_args(pairs: list[str]) -> dict:
 
 def build_train_config(args: argparse.Namespace):
     """TrainConfig from defaults < the embedded dataset's recipe < options given on the command line."""
+    from ..data import moving_digits
     from ..data.datasets import EMBEDDED
     from ..train.config import TrainConfig
 
     data = args.data or "mnist-5k"
-    values: dict = dict(EMBEDDED[data].recipe) if data in EMBEDDED else {}
+    recipes = {**{name: d.recipe for name, d in EMBEDDED.items()}, moving_digits.NAME: moving_digits.RECIPE}
+    values: dict = dict(recipes.get(data, {}))
     values["data"] = data
     model_args = _model_args(args.model_arg or [])
     for option, _, _ in _OPTIONS:
@@ -115,18 +122,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..train import report
     from ..train.evaluate import evaluate
 
+    from ..train.evaluate import evaluate_clips
+    from ..train.tasks import VideoPreprocess
+
     model, prep, class_names = _load_for_inference(args)
-    val = _eval_set(args.data, prep.short_side)
+    video = isinstance(prep, VideoPreprocess)
+    val = prep.eval_set(args.data, class_names) if video else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
     if val.skipped:
         print(report.skipped_warning(val.skipped), file=sys.stderr)
-    metrics = evaluate(model, val, prep, batch_size=args.batch_size)
+    if video:
+        metrics = evaluate_clips(model, val, views=_views(args.views))
+    else:
+        metrics = evaluate(model, val, prep, batch_size=args.batch_size)
     out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report.plot_confusion(out / "confusion_matrix.png", metrics["confusion_matrix"], class_names)
-    print(f"accuracy {metrics['accuracy']:.2%} on {metrics['samples']} images"
+    unit = f"videos ({args.views} views each)" if video else "images"
+    print(f"accuracy {metrics['accuracy']:.2%} on {metrics['samples']} {unit}"
           + (f", top-5 {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else "")
           + (f", {len(val.skipped)} skipped" if val.skipped else ""))
     width = max(len(n) for n in class_names)
@@ -135,6 +150,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}")
     print(f"metrics and confusion matrix in {out}")
     return 0
+
+
+def _views(text: str) -> tuple[int, int]:
+    """``CLIPSxCROPS`` -> (clips, crops)."""
+    from ..errors import VitkitError
+
+    clips, sep, crops = text.lower().partition("x")
+    if not (sep and clips.isdigit() and crops.isdigit() and int(clips) > 0 and int(crops) > 0):
+        raise VitkitError(f"--views expects CLIPSxCROPS such as 2x3, got {text!r}")
+    return int(clips), int(crops)
 
 
 def _eval_set(data: str, short_side: int):
@@ -169,26 +194,35 @@ def _load_for_inference(args: argparse.Namespace):
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.decode import is_image_file
     from ..data.images import decode_files
+    from ..data.video import is_video_file
     from ..errors import VitkitError
     from ..train import report
-    from ..train.evaluate import predict_logits, top_k
+    from ..train.evaluate import predict_clip_logits, predict_logits, top_k
+    from ..train.tasks import VideoPreprocess
 
     model, prep, class_names = _load_for_inference(args)
+    video = isinstance(prep, VideoPreprocess)
+    wanted = is_video_file if video else is_image_file
     files: list[Path] = []
     for item in map(Path, args.inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
+            files += sorted(p for p in item.rglob("*") if p.is_file() and wanted(p))
         elif item.is_file():
             files.append(item)
         else:
             raise VitkitError(f"{item} does not exist")
     if not files:
-        raise VitkitError(f"no image files in {', '.join(args.inputs)}")
-    data = decode_files(files, [0] * len(files), class_names, prep.short_side, desc="decoding")
+        raise VitkitError(f"no {'video' if video else 'image'} files in {', '.join(args.inputs)}")
+    if video:
+        data = prep.files(files, class_names)
+        logits = predict_clip_logits(model, data, views=_views(args.views), desc=None)
+    else:
+        data = decode_files(files, [0] * len(files), class_names, prep.short_side, desc="decoding")
+        logits = predict_logits(model, data, prep, desc=None)
     if data.skipped:
         print(report.skipped_warning(data.skipped), file=sys.stderr)
-    ranked = top_k(predict_logits(model, data, prep, desc=None), class_names, args.top_k)
-    rows = [{"file": path, "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
+    ranked = top_k(logits, class_names, args.top_k)
+    rows = [{"file": str(path), "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
             for path, preds in zip(data.paths, ranked)]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -206,9 +240,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
-    train = add("train", cmd_train, "train a model on an image folder (default: the embedded MNIST-5k digits)")
+    train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)")
     train.add_argument("--data", default=None,
-                       help="PATH/{train,val}/<class>/* or PATH/<class>/*, or mnist-5k (the default)")
+                       help="PATH/{train,val}/<class>/* or PATH/<class>/*, or mnist-5k (the default); "
+                            "with --task video, PATH/{train,val}/<class>/<videos> or moving-digits")
     for option, kind, help_text in _OPTIONS:
         train.add_argument(option, type=kind, default=None, help=help_text)
     train.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
@@ -222,16 +257,18 @@ def register(add) -> None:
                        help="override a model option, e.g. --model-arg depth=6 (repeatable)")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")
 
-    evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image folder")
+    evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image (or video) folder")
     evaluate.add_argument("run", help="run folder (or any vitkit model folder)")
     evaluate.add_argument("--data", required=True, help="PATH/<class>/* or a dataset root with val/")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--out", default=None, help="where to write metrics.json and the confusion matrix")
     evaluate.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
+    evaluate.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
 
-    predict = add("predict", cmd_predict, "classify image files or folders with a trained run")
+    predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run")
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--top-k", type=positive_int, default=1)
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
     predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
+    predict.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")

@@ -18,6 +18,13 @@ DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
 CLASS_NAMES = list(DIRECTIONS)
 DIGIT = 28
 
+# `vitkit train --data moving-digits`: a small Model 1 ViViT (see the registry's ``vivit_digits``). No flips,
+# crops or photometric changes: each would change or hide the direction. fp32: bf16 casts cost more than they
+# save at this size.
+RECIPE = dict(task="video", model="vivit_digits", precision="fp32", flip=False, augment="none", crop="center",
+              crop_pct=1.0, label_smoothing=0.0, epochs=8, batch_size=64, lr=1e-3, warmup_epochs=1.0,
+              weight_decay=0.05, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
 
 def trajectory(start: tuple[int, int], direction: str, num_frames: int, travel: int) -> list[tuple[int, int]]:
     """Top-left corners of the digit in each frame: ``travel`` pixels in ``direction``, evenly over the frames."""
@@ -63,11 +70,20 @@ class MovingDigits(torch.utils.data.Dataset):
         images = train_x if split == "train" else test_x
         clips, labels = make_clips(images, num_frames, size, seed + (0 if split == "train" else 1))
         self.clips = torch.from_numpy(clips)
-        self.labels = torch.from_numpy(labels)
+        self.labels = [int(label) for label in labels]
+        self.skipped: list[tuple[str, str]] = []  # made in memory: nothing to skip
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         clip = self.clips[index].float().div(127.5).sub(1.0)  # [T, H, W]
-        return clip[None].expand(3, -1, -1, -1), int(self.labels[index])
+        return clip[None].expand(3, -1, -1, -1), self.labels[index]
+
+    def clip_at(self, index: int, train: bool = False, rng: object = None) -> torch.Tensor:
+        """Clip ``index`` [3, T, size, size]. Not augmented: a flip or a crop could change the direction label."""
+        return self[index][0]
+
+    def views(self, index: int, clips: int = 1, crops: int = 1) -> torch.Tensor:
+        """The one view of clip ``index`` (the clips are made, not cut from longer videos): [1, 3, T, size, size]."""
+        return self.clip_at(index)[None]

@@ -57,10 +57,15 @@ def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
 
 
-def sample_generator(seed: int, epoch: int, step: int, position: int) -> torch.Generator:
-    """The generator of one sample's augmentation: it depends on the sample's position in the global batch,
+def sample_seed(seed: int, epoch: int, step: int, position: int) -> int:
+    """The seed of one sample's augmentation: it depends on the sample's position in the global batch,
     never on which process builds it, so N processes see the same batch as one."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_000_003 + position + 1)
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_000_003 + position + 1
+
+
+def sample_generator(seed: int, epoch: int, step: int, position: int) -> torch.Generator:
+    """A generator seeded with :func:`sample_seed`."""
+    return torch.Generator().manual_seed(sample_seed(seed, epoch, step, position))
 
 
 def augment_image(image: torch.Tensor, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:

@@ -21,20 +21,29 @@ def find_videos(root: str | Path) -> tuple[list[str], dict[str, tuple[list[Path]
     val = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)
     if not train.is_dir() or val is None:
         raise VitkitError(f"{root} needs train/ and val/ folders of class sub-folders holding video files")
-    names = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names, train_paths, train_labels = labelled_videos(train)
     if len(names) < 2:
         raise VitkitError(f"{train} needs at least two class folders, found {len(names)}")
-    splits = {}
-    for split, folder in (("train", train), ("val", val)):
-        paths, labels = [], []
-        for label, name in enumerate(names):
-            files = sorted(p for p in (folder / name).glob("*") if p.is_file() and is_video_file(p))
-            paths += files
-            labels += [label] * len(files)
-        if not paths:
-            raise VitkitError(f"{folder} holds no video files (.avi, .mp4, .mkv, .webm) in its class folders")
-        splits[split] = (paths, labels)
-    return names, splits
+    val_names, val_paths, val_labels = labelled_videos(val)
+    if val_names != names:
+        raise VitkitError(f"{val} has classes {val_names} but {train} has {names}; use the same class folders")
+    return names, {"train": (train_paths, train_labels), "val": (val_paths, val_labels)}
+
+
+def labelled_videos(folder: str | Path) -> tuple[list[str], list[Path], list[int]]:
+    """Class names, paths and labels of the videos in ``folder/<class>/*``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VitkitError(f"{folder} is not a folder; give PATH/<class>/<video files> or a dataset root with val/")
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        files = sorted(p for p in (folder / name).glob("*") if p.is_file() and is_video_file(p))
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise VitkitError(f"{folder} holds no video files (.avi, .mp4, .mkv, .webm) in class folders")
+    return names, paths, labels
 
 
 class VideoFolder(torch.utils.data.Dataset):
@@ -79,6 +88,10 @@ class VideoFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
         return self.sampler.clip(self.video(self.paths[index]), self.train, rng), self.labels[index]
+
+    def clip_at(self, index: int, train: bool, rng: random.Random) -> torch.Tensor:
+        """The clip of video ``index``: random (drawn from ``rng``) in training, central otherwise."""
+        return self.sampler.clip(self.video(self.paths[index]), train, rng)
 
     def views(self, index: int, clips: int = 2, crops: int = 3) -> torch.Tensor:
         """Multi-view evaluation clips of one video, [clips * crops, C, T, H, W]."""

@@ -140,3 +140,7 @@ def _register_vivits() -> None:
 
 
 _register_vivits()
+# The embedded video demo (`vitkit train --data moving-digits`): 8 frames of 40x40 moving MNIST digits.
+register("vivit_digits", ViViTConfig(image_size=40, num_frames=8, tubelet_size=(2, 8, 8), dim=64, depth=4, heads=4,
+                                     num_classes=4), VideoVisionTransformer,
+         "a tiny ViViT Model 1 for the moving-digits demo (8x40x40 clips, 2x8x8 tubelets)")

@@ -22,6 +22,8 @@ class TrainConfig:
     """Defaults are a sound from-scratch recipe for small image folders; see docs/training.md."""
 
     data: str = "mnist-5k"
+    task: str = "image"
+    """``image`` (image folders, ViT) or ``video`` (video folders, ViViT); see tasks.py."""
     model: str = "vit_ti16"
     model_args: dict[str, Any] = field(default_factory=dict)
     """Overrides of the model config, e.g. {"depth": 6}."""
@@ -50,6 +52,13 @@ class TrainConfig:
     """``trivial`` (TrivialAugment), ``randaugment`` or ``none``."""
     mixup: float = 0.0
     cutmix: float = 0.0
+    frames: int | None = None
+    """Video: frames per clip (default: the model's ``num_frames``)."""
+    frame_sampling: str = "uniform"
+    """Video: ``uniform`` (one frame per equal segment of the video) or ``strided`` (``frame_stride`` apart)."""
+    frame_stride: int = 2
+    inflate: str = "central_frame"
+    """Video with ``init`` from an image ViT: how its patch kernel becomes a tubelet kernel (or ``filter_average``)."""
     ema: float = 0.0
     """EMA decay of the weights (e.g. 0.999); 0 turns it off."""
     compile: bool = False
@@ -79,6 +88,13 @@ class TrainConfig:
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
             (self.accum_steps > 0, f"--accum-steps must be positive, got {self.accum_steps}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.task in ("image", "video"), f"--task must be image or video, got {self.task!r}"),
+            (self.frames is None or self.frames > 0, f"--frames must be positive, got {self.frames}"),
+            (self.frame_sampling in ("uniform", "strided"),
+             f"--frame-sampling must be uniform or strided, got {self.frame_sampling!r}"),
+            (self.frame_stride > 0, f"--frame-stride must be positive, got {self.frame_stride}"),
+            (self.inflate in ("central_frame", "filter_average"),
+             f"--inflate must be central_frame or filter_average, got {self.inflate!r}"),
             (self.precision in ("bf16", "fp32"), f"--precision must be bf16 or fp32, got {self.precision!r}"),
             (self.crop in ("rrc", "shift", "center"), f"--crop must be rrc, shift or center, got {self.crop!r}"),
             (self.augment in ("trivial", "randaugment", "none"),

@@ -23,20 +23,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ..data.datasets import load_datasets
 from ..data.images import ImageSet
-from ..data.pipeline import Preprocess, train_batch
+from ..data.pipeline import Preprocess
+from ..data.video import ClipSampler
 from ..errors import VitkitError
 from ..models import create_model
 from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
 from . import distributed, report
 from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import autocast, evaluate
+from .evaluate import autocast
 from .optim import make_optimizer, warmup_cosine
+from .tasks import VideoPreprocess, make_task, side_of, video_preprocess
 
 
 def log(message: str) -> None:
@@ -66,6 +67,25 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def ema_with_warmup(decay: float) -> Any:
+    """An EMA update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates.
+
+    A fixed 0.999 keeps about half of the random initial weights for the first ~700 steps, so early evaluations
+    (and "best" checkpoints) of the EMA copy show an untrained mixture; the ramp makes it follow the model early
+    and average over ~1 / (1 - decay) steps later.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        if averaged[0].is_floating_point():  # AveragedModel groups the tensors by dtype
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # integer buffers (BatchNorm's batch count): keep the current value
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
 
@@ -84,18 +104,18 @@ class Trainer:
         self.model = self._build_model_for_data()
         # Described before FSDP turns the class into FSDPVisionTransformer.
         self.model_json = model_config_json(self.model, class_names=self.class_names,
-                                            preprocess=self.prep.to_dict(), train=config.to_dict())
+                                            preprocess=self.task.preprocess(), train=config.to_dict())
         if self.group.main:
             self._check_output(resume)
         # use_buffers: the EMA copy must also track BatchNorm statistics (conv stem), or it evaluates with the
         # running mean/var it was created with.
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
                     if config.ema else None)
         self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
-        self.steps_per_epoch = len(self.train_set) // config.batch_size
+        self.steps_per_epoch = self.task.sizes[0] // config.batch_size
         if self.steps_per_epoch == 0:
-            raise VitkitError(f"only {len(self.train_set)} training images for --batch-size {config.batch_size}; "
+            raise VitkitError(f"only {self.task.sizes[0]} training {self.task.kind}s for --batch-size {config.batch_size}; "
                               "lower the batch size")
         total = self.steps_per_epoch * config.epochs
         warmup = min(total - 1, round(config.warmup_epochs * self.steps_per_epoch))
@@ -124,24 +144,34 @@ class Trainer:
                 raise
             raise VitkitError(f"--model-arg {c.model_args} does not fit {c.model} ({error}); "
                               "check the names and types of the values") from None
-        image_size = c.img_size or probe.config.image_size[0]
-        self.prep = Preprocess(image_size, round(image_size / c.crop_pct), c.mean, c.std)
-        self.train_set, self.val_set = load_datasets(c.data, self.prep.short_side, c.val_fraction, c.seed)
-        skipped = self.train_set.skipped + self.val_set.skipped
-        if skipped:
-            self._log(report.skipped_warning(skipped))
-        if not len(self.train_set) or not len(self.val_set):
-            raise VitkitError(f"no readable images left in {'train' if not len(self.train_set) else 'val'} of {c.data}")
-        self.class_names = self.train_set.class_names
-        overrides = {**c.model_args, "num_classes": len(self.class_names), "image_size": image_size}
-        if c.init:
-            from ..interop.load import load as load_pretrained  # lazy: the interop layer is optional here
-
-            model = load_pretrained(c.init, num_classes=len(self.class_names), image_size=image_size)
-        else:
-            model = create_model(c.model, **overrides)
+        self.task = make_task(c, probe.config)
+        if self.task.skipped:
+            self._log(report.skipped_warning(self.task.skipped))
+        train_size, val_size = self.task.sizes
+        if not train_size or not val_size:
+            raise VitkitError(f"no readable {self.task.kind}s left in {'train' if not train_size else 'val'} of {c.data}")
+        self.class_names = self.task.class_names
+        overrides = {**c.model_args, "num_classes": len(self.class_names), **self.task.model_overrides()}
+        model = self._pretrained(overrides) if c.init else create_model(c.model, **overrides)
         model.grad_checkpointing = c.grad_checkpointing
         return model.to(self.device)
+
+    def _pretrained(self, overrides: dict[str, Any]) -> nn.Module:
+        """``--init``: the weights of a run or any source ``vitkit.load`` reads; an image ViT starting a video
+        model is inflated into it (the ViViT paper's initialisation, see models/inflate.py)."""
+        from ..interop.load import load as load_pretrained  # lazy: the interop layer is optional here
+        from ..models.inflate import inflate_from_image
+        from ..models.vit import VisionTransformer
+
+        c = self.config
+        source = load_pretrained(c.init, num_classes=overrides["num_classes"], image_size=overrides["image_size"])
+        if self.task.kind == "image" or not isinstance(source, VisionTransformer):
+            return source
+        video = create_model(c.model, **overrides)
+        fresh = inflate_from_image(video, source, c.inflate)  # type: ignore[arg-type]
+        self._log(f"initialised {c.model} from the image ViT {c.init} ({c.inflate.replace('_', ' ')} inflation); "
+                  f"{len(fresh)} tensors have no image counterpart and keep their fresh initialisation")
+        return video
 
     def _local_batch(self) -> int:
         c, world = self.config, self.group.world
@@ -233,8 +263,7 @@ class Trainer:
     def _train_epoch(self, stop: _StopRequest, stop_after_steps: int | None, steps_done: int) -> dict[str, float]:
         c = self.config
         self.wrapped.train()
-        order = epoch_order(c.seed, self.epoch, len(self.train_set)).tolist()
-        aug = c.augmentation()
+        order = epoch_order(c.seed, self.epoch, self.task.sizes[0]).tolist()
         mine = range(self.group.rank * self.local_batch, (self.group.rank + 1) * self.local_batch)
         stats, steps = self.partial, 0
         bar = tqdm(total=self.steps_per_epoch * c.batch_size, initial=self.step * c.batch_size, unit="img",
@@ -245,8 +274,7 @@ class Trainer:
             if distributed.any_true(asked, self.group, self.device):  # every process stops at the same step
                 break
             indices = order[self.step * c.batch_size : (self.step + 1) * c.batch_size]
-            images, targets = train_batch(self.train_set, indices, self.prep, aug, len(self.class_names),
-                                          (c.seed, self.epoch, self.step), mine)
+            images, targets = self.task.batch(indices, (c.seed, self.epoch, self.step), mine)
             result = self._optimizer_step(images.to(self.device), targets.to(self.device))
             if result is not None:
                 stats.add(*result, len(indices))
@@ -321,7 +349,7 @@ class Trainer:
                           f"{kept} in {self.run_dir}")
 
     def _end_epoch(self, train_stats: dict[str, float], elapsed: float, board: report.TensorBoard) -> None:
-        metrics = evaluate(self.eval_model, self.val_set, self.prep, precision=self.config.precision)
+        metrics = self.task.evaluate(self.eval_model, self.config.precision)
         self.epoch, self.step = self.epoch + 1, 0
         row = {"epoch": self.epoch, **train_stats, "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"],
                "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 1)}
@@ -373,8 +401,9 @@ class Trainer:
     def _print_start(self) -> None:
         c = self.config
         params = sum(p.numel() for p in self.model.parameters())  # FSDP's DTensors count their full size
-        self._log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {len(self.train_set)} train / "
-                  f"{len(self.val_set)} val images, {len(self.class_names)} classes, {self.prep.image_size} px, "
+        train_size, val_size = self.task.sizes
+        self._log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {train_size} train / {val_size} val "
+                  f"{self.task.kind}s, {len(self.class_names)} classes, {self.task.describe()}, "
                   f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, {c.precision}, {self.device} -> "
                   f"{self.run_dir}")
         engine = ("FSDP" if c.fsdp else "DDP") if self.group.active else "1 process"
@@ -386,14 +415,14 @@ class Trainer:
         from ..store import load_model
 
         best, _ = load_model(self.run_dir, device=self.device)
-        metrics = evaluate(best, self.val_set, self.prep, precision="fp32")
+        metrics = self.task.evaluate(best, "fp32")
         report.plot_confusion(self.run_dir / "plots" / "confusion_matrix.png", metrics["confusion_matrix"],
                               self.class_names)
         summary = {
             "run": str(self.run_dir), "model": self.config.model, "data": self.config.data,
             "epochs_done": self.epoch, "train_minutes": round(elapsed / 60, 2),
             "best_val_accuracy": metrics["accuracy"], "val_top5_accuracy": metrics.get("top5_accuracy"),
-            "val_samples": metrics["samples"], "skipped_files": len(self.train_set.skipped) + len(self.val_set.skipped),
+            "val_samples": metrics["samples"], "skipped_files": len(self.task.skipped),
             "plots": [str(self.run_dir / "plots" / "curves.png"), str(self.run_dir / "plots" / "confusion_matrix.png")],
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
@@ -448,16 +477,21 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(meta["train"]).replace(out=str(run_dir))
 
 
-def load_run(run: str | Path) -> tuple[nn.Module, Preprocess, list[str]]:
+def load_run(run: str | Path) -> tuple[nn.Module, Preprocess | VideoPreprocess, list[str]]:
     """The best model of a run (or any vitkit model folder with preprocessing info), ready for inference."""
     from ..store import load_model
 
     model, meta = load_model(run)
     prep = meta.get("preprocess")
+    names = meta.get("class_names") or [str(i) for i in range(model.config.num_classes)]
+    if hasattr(model.config, "num_frames"):  # a video model
+        if prep is None or prep.get("task") != "video":
+            size = side_of(model.config.image_size)
+            prep = video_preprocess(ClipSampler(model.config.num_frames, size=size), round(size / 0.875))
+        return model, VideoPreprocess.from_dict(prep), names
     if prep is None:
         size = model.config.image_size[0]
         prep = {"image_size": size, "short_side": round(size / 0.875), "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    names = meta.get("class_names") or [str(i) for i in range(model.config.num_classes)]
     return model, Preprocess.from_dict(prep), names
 
 

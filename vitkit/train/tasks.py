@@ -1,0 +1,213 @@
+"""What the training loop asks of its data, for the two kinds of input it trains on: images and video clips.
+
+A task turns ``--data`` into train and val sets, says how the model must be shaped for them, builds the
+training batch at a position of the run (a pure function of seed, epoch, step and sample position, so resume
+and multi-process runs see the same batches), and evaluates a model. The loop in ``loop.py`` is the same for
+both tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..data.datasets import load_datasets
+from ..data.pipeline import Preprocess, sample_seed, train_batch
+from ..errors import VitkitError
+from .config import TrainConfig
+from .evaluate import evaluate, evaluate_clips
+
+
+class Task(Protocol):
+    kind: str
+    class_names: list[str]
+
+    @property
+    def sizes(self) -> tuple[int, int]: ...  # (train, val) sample counts
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]: ...
+
+    def describe(self) -> str: ...
+
+    def model_overrides(self) -> dict[str, Any]: ...
+
+    def preprocess(self) -> dict[str, Any]: ...
+
+    def batch(self, indices: list[int], where: tuple[int, int, int], positions: range | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]: ...
+
+
+class ImageTask:
+    """Image folders (or an embedded image set), center-crop evaluation."""
+
+    kind = "image"
+
+    def __init__(self, config: TrainConfig, image_size: int) -> None:
+        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction, config.seed)
+        self.class_names = self.train_set.class_names
+        self.aug = config.augmentation()
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return len(self.train_set), len(self.val_set)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.train_set.skipped + self.val_set.skipped
+
+    def describe(self) -> str:
+        return f"{self.prep.image_size} px"
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"image_size": self.prep.image_size}
+
+    def preprocess(self) -> dict[str, Any]:
+        return self.prep.to_dict()
+
+    def batch(self, indices: list[int], where: tuple[int, int, int],
+              positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_batch(self.train_set, indices, self.prep, self.aug, len(self.class_names), where, positions)
+
+    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
+        return evaluate(model, self.val_set, self.prep, precision=precision)
+
+
+class VideoTask:
+    """Video folders ``PATH/{train,val}/<class>/*`` (or the embedded moving digits): clips of ``num_frames``
+    frames; random frames, crop and flip in training, the central clip in evaluation."""
+
+    kind = "video"
+
+    def __init__(self, config: TrainConfig, image_size: int, num_frames: int) -> None:
+        from ..data.video import ClipSampler
+
+        if config.mixup or config.cutmix:
+            raise VitkitError("--mixup and --cutmix are for images only; drop them for --task video")
+        low, high = config.crop_scale  # an area fraction, as for images; the sampler takes a side fraction
+        self.sampler = ClipSampler(num_frames, config.frame_sampling, config.frame_stride, image_size,  # type: ignore[arg-type]
+                                   config.mean, config.std, (math.sqrt(low), math.sqrt(high)), config.flip)
+        self.short_side = round(image_size / config.crop_pct)
+        self.train_set, self.val_set = load_video_sets(config.data, self.sampler, self.short_side, config.seed)
+        self.class_names = self.train_set.class_names
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return len(self.train_set), len(self.val_set)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(str(p), r) for p, r in self.train_set.skipped + self.val_set.skipped]
+
+    def describe(self) -> str:
+        return f"{self.sampler.num_frames} frames x {self.sampler.size} px"
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"image_size": self.sampler.size, "num_frames": self.sampler.num_frames}
+
+    def preprocess(self) -> dict[str, Any]:
+        return video_preprocess(self.sampler, self.short_side)
+
+    def batch(self, indices: list[int], where: tuple[int, int, int],
+              positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = range(len(indices)) if positions is None else positions
+        clips = [self.train_set.clip_at(indices[p], True, random.Random(sample_seed(*where, p))) for p in positions]
+        labels = torch.tensor([self.train_set.labels[indices[p]] for p in positions])
+        return torch.stack(clips), nn.functional.one_hot(labels, len(self.class_names)).float()
+
+    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
+        return evaluate_clips(model, self.val_set, precision=precision)
+
+
+def video_preprocess(sampler: Any, short_side: int) -> dict[str, Any]:
+    """What eval / predict need to cut clips as training did; saved in the run's config.json."""
+    return {"task": "video", "image_size": sampler.size, "short_side": short_side, "num_frames": sampler.num_frames,
+            "sampling": sampler.sampling, "stride": sampler.stride, "mean": list(sampler.mean),
+            "std": list(sampler.std)}
+
+
+@dataclass(frozen=True)
+class VideoPreprocess:
+    """The clip settings of a trained video model (see :func:`video_preprocess`), for eval and predict."""
+
+    sampler: Any
+    short_side: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VideoPreprocess":
+        from ..data.video import ClipSampler
+
+        sampler = ClipSampler(int(data["num_frames"]), data.get("sampling", "uniform"), int(data.get("stride", 2)),
+                              int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), flip=False)
+        return cls(sampler, int(data["short_side"]))
+
+    def eval_set(self, data: str, class_names: list[str]) -> Any:
+        """The labelled videos to evaluate on: ``moving-digits``' val clips, ``data/val``, or ``data/<class>/*``."""
+        from pathlib import Path
+
+        from ..data import moving_digits
+        from ..data.folders import VAL_NAMES
+        from ..data.video_folder import VideoFolder, labelled_videos
+
+        if data == moving_digits.NAME:
+            return moving_digits.MovingDigits("val", self.sampler.num_frames, self.sampler.size)
+        root = Path(data)
+        root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
+        names, paths, labels = labelled_videos(root)
+        if names != class_names:
+            raise VitkitError(f"{root} has classes {names} but the model was trained on {class_names}")
+        return VideoFolder(paths, labels, names, self.sampler, train=False, short_side=self.short_side)
+
+    def files(self, paths: list[Any], class_names: list[str]) -> Any:
+        """Unlabelled video files as a clip set (unusable ones are skipped and listed)."""
+        from ..data.video_folder import VideoFolder
+
+        return VideoFolder(paths, [0] * len(paths), class_names, self.sampler, train=False, short_side=self.short_side)
+
+
+def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> tuple[Any, Any]:
+    """Train and val clip sets of ``data``: a video folder, or ``moving-digits`` (made from the embedded MNIST)."""
+    from pathlib import Path
+
+    from ..data import moving_digits
+    from ..data.video_folder import VideoFolder, find_videos
+
+    if data == moving_digits.NAME:
+        return (moving_digits.MovingDigits("train", sampler.num_frames, sampler.size),
+                moving_digits.MovingDigits("val", sampler.num_frames, sampler.size))
+    if not Path(data).exists():
+        raise VitkitError(f"--data {data} does not exist; give a folder PATH/{{train,val}}/<class>/<video files> "
+                          f"or {moving_digits.NAME!r}")
+    names, splits = find_videos(data)
+    sets = [VideoFolder(*splits[split], names, sampler, train=split == "train", short_side=short_side, seed=seed)
+            for split in ("train", "val")]
+    for split, found in zip(("train", "val"), sets):
+        if not len(found):
+            raise VitkitError(f"no usable videos left in {split} of {data}: " +
+                              "; ".join(f"{p}: {r}" for p, r in found.skipped[:3]))
+    return sets[0], sets[1]
+
+
+def make_task(config: TrainConfig, model_config: Any) -> ImageTask | VideoTask:
+    """The task of ``config`` for a model of ``model_config`` (an image or a video model config)."""
+    is_video_model = hasattr(model_config, "num_frames")
+    if config.task == "video" and not is_video_model:
+        raise VitkitError(f"--task video needs a video model (e.g. --model vivit_m2_ti), not {config.model}")
+    if config.task == "image" and is_video_model:
+        raise VitkitError(f"{config.model} is a video model: add --task video (and a folder of videos as --data)")
+    size = config.img_size or side_of(model_config.image_size)
+    if config.task == "video":
+        return VideoTask(config, size, config.frames or model_config.num_frames)
+    return ImageTask(config, size)
+
+
+def side_of(size: int | tuple[int, int]) -> int:
+    """The side of a square input size given as an int or a pair."""
+    return size if isinstance(size, int) else size[0]
