@@ -1,4 +1,5 @@
-"""``vitkit explain``: what the model looked at, as PNG overlays on the input image."""
+"""``vitkit explain``: what the model looked at, as PNG overlays on the input image (for a video model: an
+animated GIF of the clip and a "frame x time" PNG)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     model, meta = load_source(args.source)
     config = model.config
+    if hasattr(config, "num_frames"):  # a video model (ViViT)
+        return _explain_video(args, model, meta)
     prep = preprocess_of(config, meta)
     crop = load_crop(args.image, prep)
     images = to_input(crop, prep)
@@ -32,6 +35,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
     save_figure(path, panels, captions, title, columns=columns)
     width, height = figure_size(panels[0].shape[:2], len(panels), columns)
     print(f"{path} ({width}x{height}): {title}")
+    return 0
+
+
+def _explain_video(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -> int:
+    """The central clip of the video file, as ``vitkit eval`` cuts it: a GIF frame by frame, and the timeline."""
+    from ..explain import (
+        clip_figures, clip_preprocess, explain, figure_size, load_clip, save_gif, save_timeline, timeline_size,
+    )
+    from ..explain.overlay import enlarge
+
+    frames, clips = load_clip(args.image, clip_preprocess(model.config, meta))
+    target = _class_index(args.target, meta.get("class_names")) if args.target is not None else None
+    result = explain(model, clips, args.method, layer=args.layer, head=args.head, target=target)
+    heat = result.heat[0].numpy()
+    title = _title(result, meta, args.method)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(args.image).stem}.{_suffix(args, model.config)}"
+    columns = min(len(heat), MAX_COLUMNS)
+    titles = [f"{title} - frame {i + 1}/{len(frames)}" for i in range(len(frames))]
+    gif = save_gif(out / f"{stem}.gif", clip_figures(frames, heat, result.captions, titles, columns))
+    width, height = figure_size(enlarge(frames[0]).shape[:2], len(heat), columns)
+    print(f"{gif} ({width}x{height}, {len(frames)} frames): {title}")
+    timeline = save_timeline(out / f"{stem}.timeline.png", frames, heat, result.captions, title)
+    width, height = timeline_size(heat.shape[1], len(heat))
+    print(f"{timeline} ({width}x{height}): {title}")
     return 0
 
 
@@ -108,11 +137,13 @@ def _suffix(args: argparse.Namespace, config: Any) -> str:
 
 def register(add) -> None:
     explain = add("explain", cmd_explain,
-                  "draw what a model looks at on an image: per-head attention, attention rollout, grad-rollout")
+                  "draw what a model looks at on an image or video: per-head attention, attention rollout, "
+                  "grad-rollout")
     explain.add_argument("source", metavar="RUN_OR_SOURCE",
                          help="a vitkit model folder (from `vitkit train`), a timm / Hugging Face / torchvision / JAX "
                               "checkpoint that `vitkit.load` reads, or a model name (random weights)")
-    explain.add_argument("image", metavar="IMAGE", help="an image file (.jpg, .png, ...)")
+    explain.add_argument("image", metavar="IMAGE_OR_VIDEO",
+                         help="an image file (.jpg, .png, ...); for a video model, a video file (.mp4, .avi, ...)")
     explain.add_argument("--method", choices=["attention", "rollout", "grad-rollout"], default="rollout",
                          help="attention: one layer, a panel per head; rollout: all layers (Abnar & Zuidema "
                               "2020); grad-rollout: class-specific (Chefer et al. 2021). Default rollout")
@@ -120,4 +151,5 @@ def register(add) -> None:
     explain.add_argument("--head", type=int, default=None, help="one head for --method attention (default: all)")
     explain.add_argument("--target", default=None, metavar="CLASS",
                          help="class to explain with grad-rollout, by name or index (default: the predicted one)")
-    explain.add_argument("--out", default="explain", metavar="DIR", help="folder for the PNGs (default ./explain)")
+    explain.add_argument("--out", default="explain", metavar="DIR",
+                         help="folder for the PNGs and GIFs (default ./explain)")

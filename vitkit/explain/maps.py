@@ -5,7 +5,8 @@
 - ``grad-rollout``: rollout weighted by the gradient of the explained class score (Chefer et al. 2021).
 
 The query is the token the classifier reads: [CLS] for ``pool="cls"`` models, the mean of the patch queries for
-mean-pool models. Only patch tokens are kept as keys, reshaped to the model's ``grid_size``.
+mean-pool models. Only patch tokens are kept as keys, reshaped to the model's ``grid_size``. Video models
+(ViViT) are explained by ``video.py``, which ``explain`` hands them to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..errors import VitkitError
 from ..models.vit import VisionTransformer
+from ..models.vivit import VideoVisionTransformer
 from .attention import recording, stack_layers
 from .rollout import grad_rollout, query_relevance, rollout
 
@@ -29,7 +31,8 @@ class Explanation:
 
     method: str
     heat: torch.Tensor
-    """[B, maps, grid_h, grid_w]: one map per head for ``attention`` (unless one head was chosen), else one."""
+    """[B, maps, grid_h, grid_w]: one map per head for ``attention`` (unless one head was chosen), else one.
+    Video models: [B, maps, T', grid_h, grid_w], a map over the tubelets of each temporal token."""
     captions: list[str]
     """One caption per map, e.g. ``layer 11 head 3``."""
     probabilities: torch.Tensor
@@ -40,10 +43,14 @@ class Explanation:
 
 def explain(model: nn.Module, images: torch.Tensor, method: str = "rollout", *, layer: int = -1,
             head: int | None = None, target: int | None = None) -> Explanation:
-    """Heat maps of ``method`` for ``images`` [B, C, H, W]; ``layer``/``head`` apply to ``attention``,
-    ``target`` (default: the predicted class) to ``grad-rollout``."""
+    """Heat maps of ``method`` for ``images`` [B, C, H, W] (or clips [B, C, T, H, W] of a video model);
+    ``layer``/``head`` apply to ``attention``, ``target`` (default: the predicted class) to ``grad-rollout``."""
     if method not in METHODS:
         raise VitkitError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if isinstance(model, VideoVisionTransformer):
+        from .video import explain_video  # video.py builds on this module
+
+        return explain_video(model, images, method, layer=layer, head=head, target=target)
     grid, pool, prefix = _readout(model)
     with torch.set_grad_enabled(method == "grad-rollout"):
         if method == "grad-rollout":
@@ -69,8 +76,8 @@ def explain(model: nn.Module, images: torch.Tensor, method: str = "rollout", *, 
 def _readout(model: nn.Module) -> tuple[tuple[int, int], str, int]:
     """The patch grid, pooling mode and number of prefix tokens of a vitkit image model."""
     if not isinstance(model, VisionTransformer):
-        raise VitkitError(f"cannot explain a {type(model).__name__}: explain supports vitkit's image "
-                          "VisionTransformer (video models are not supported yet)")
+        raise VitkitError(f"cannot explain a {type(model).__name__}: explain supports vitkit's "
+                          "VisionTransformer and VideoVisionTransformer")
     return tuple(model.config.grid_size), model.config.pool, model.num_prefix_tokens
 
 
@@ -92,21 +99,30 @@ def _classes(logits: torch.Tensor, num_classes: int, target: int | None,
 
 def _gradients(logits: torch.Tensor, classes: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
     """d(score of each image's class) / d(attention), [B, layers, heads, N, N]."""
-    score = logits.gather(1, classes[:, None]).sum()  # images do not interact, so one backward serves all
+    return stack_layers(map_gradients(logits, classes, maps))
+
+
+def map_gradients(logits: torch.Tensor, classes: torch.Tensor, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d(score of each input's class) / d(each recorded map), one tensor per map, shaped like it."""
+    score = logits.gather(1, classes[:, None]).sum()  # inputs do not interact, so one backward serves all
     grads = torch.autograd.grad(score, maps, allow_unused=True)
     # The seed preset's token maps are derived from its batch-axis weights, not used by the forward: zero.
-    return stack_layers([torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads)])
+    return [torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads)]
 
 
 def _layer_attention(attention: torch.Tensor, layer: int, head: int | None, pool: str,
                      prefix: int) -> tuple[torch.Tensor, list[str]]:
     """The query row of every head (or one) of one layer: [B, heads, patches] and their captions."""
-    layers, heads = attention.shape[1:3]
+    layer, chosen = chosen_layer_heads(layer, head, *attention.shape[1:3])
+    heat = query_relevance(attention[:, layer], pool, prefix)[:, chosen]
+    return heat, [f"layer {layer} head {h}" for h in chosen]
+
+
+def chosen_layer_heads(layer: int, head: int | None, layers: int, heads: int,
+                       unit: str = "layers") -> tuple[int, list[int]]:
+    """``--layer`` / ``--head`` (negative counts from the end) as a layer index and the list of heads to draw."""
     if not -layers <= layer < layers:
-        raise VitkitError(f"--layer {layer} is out of range: the model has {layers} layers (0 to {layers - 1})")
+        raise VitkitError(f"--layer {layer} is out of range: the model has {layers} {unit} (0 to {layers - 1})")
     if head is not None and not -heads <= head < heads:
         raise VitkitError(f"--head {head} is out of range: the model has {heads} heads (0 to {heads - 1})")
-    layer %= layers
-    chosen = range(heads) if head is None else [head % heads]
-    heat = query_relevance(attention[:, layer], pool, prefix)[:, list(chosen)]
-    return heat, [f"layer {layer} head {h}" for h in chosen]
+    return layer % layers, list(range(heads)) if head is None else [head % heads]

@@ -19,6 +19,7 @@ Block, Attention and Mlp are the image ViT's (``layers.py``), so an image ViT's 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights
@@ -42,6 +43,24 @@ def from_time_major(tokens: torch.Tensor, batch: int) -> torch.Tensor:
     """Inverse of :func:`time_major`: [B N, T, D] -> [B, T N, D]."""
     _, frames, dim = tokens.shape
     return tokens.reshape(batch, -1, frames, dim).transpose(1, 2).reshape(batch, -1, dim)
+
+
+def frames_to_tokens(maps: torch.Tensor) -> torch.Tensor:
+    """Attention within each frame, [..., T, N, N] -> the same attention over all T N tokens of the clip,
+    [..., T N, T N] in frame-major order: zero between tokens of different frames."""
+    frames, patches = maps.shape[-3], maps.shape[-1]
+    eye = torch.eye(frames, dtype=maps.dtype, device=maps.device)
+    full = torch.einsum("...tnm,tu->...tnum", maps, eye)
+    return full.reshape(*maps.shape[:-3], frames * patches, frames * patches)
+
+
+def positions_to_tokens(maps: torch.Tensor) -> torch.Tensor:
+    """Attention across frames at each spatial position, [..., N, T, T] -> [..., T N, T N] over all tokens of
+    the clip (frame-major): zero between tokens of different positions."""
+    patches, frames = maps.shape[-3], maps.shape[-1]
+    eye = torch.eye(patches, dtype=maps.dtype, device=maps.device)
+    full = torch.einsum("...ntu,nm->...tnum", maps, eye)
+    return full.reshape(*maps.shape[:-3], frames * patches, frames * patches)
 
 
 class TubeletEmbed(nn.Module):
@@ -119,6 +138,10 @@ class FactorisedDotProductAttention(Attention):
     frames at the same position; their outputs are concatenated and projected as in ordinary attention.
 
     The parameters are exactly those of :class:`layers.Attention` (one qkv and one output projection).
+
+    With ``keep_weights`` (explain), each head's attention is formed as one [T'N, T'N] map over the clip's tokens
+    (zero between tokens the head cannot see) and applied as such, so ``weights`` is [B, heads, T'N, T'N] like
+    any other layer's, and gradients of the output reach it (grad-rollout). The fused path stays the default.
     """
 
     def __init__(self, config: ViViTConfig) -> None:
@@ -128,6 +151,8 @@ class FactorisedDotProductAttention(Attention):
         self.spatial_heads = c.spatial_heads
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.keep_weights:
+            return self._explicit_tokens(q, k, v)
         batch, heads, length, head_dim = q.shape
         s = self.spatial_heads
         grid = (self.frames, length // self.frames, head_dim)
@@ -137,6 +162,19 @@ class FactorisedDotProductAttention(Attention):
         temporal = super().attend(*(z[:, s:].reshape(batch, heads - s, *grid).transpose(2, 3) for z in (q, k, v)))
         temporal = temporal.transpose(2, 3)
         return torch.cat([spatial, temporal], dim=1).reshape(batch, heads, length, head_dim)
+
+    def _explicit_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same attention through explicit [B, heads, T'N, T'N] weights, kept in ``self.weights``."""
+        batch, heads, length, head_dim = q.shape
+        s = self.spatial_heads
+        grid = (self.frames, length // self.frames, head_dim)
+        qs, ks = (z[:, :s].reshape(batch, s, *grid) for z in (q, k))  # [B, s, T', N, d]
+        qt, kt = (z[:, s:].reshape(batch, heads - s, *grid).transpose(2, 3) for z in (q, k))  # [B, h-s, N, T', d]
+        spatial = (qs @ ks.transpose(-2, -1) * head_dim**-0.5).softmax(dim=-1)
+        temporal = (qt @ kt.transpose(-2, -1) * head_dim**-0.5).softmax(dim=-1)
+        self.weights = torch.cat([frames_to_tokens(spatial), positions_to_tokens(temporal)], dim=1)
+        dropout = self.attn_dropout if self.training else 0.0
+        return F.dropout(self.weights, dropout, self.training) @ v
 
 
 class FactorisedDotProductBlock(Block):
