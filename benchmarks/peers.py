@@ -201,12 +201,14 @@ def measure_memory(size_key: str, size: Size, names: list[str], tiny: bool) -> l
 
 def metadata(args: argparse.Namespace) -> dict:
     """Where and how the numbers were measured."""
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {}
-    for lib in ("timm", "transformers", "vit_pytorch"):
+    for lib in ("timm", "transformers", "vit-pytorch"):  # vit_pytorch has no __version__: ask the installer
         try:
-            versions[lib] = __import__(lib).__version__
-        except (ImportError, AttributeError):
-            versions[lib] = "absent"
+            versions[lib.replace("-", "_")] = version(lib)
+        except PackageNotFoundError:
+            versions[lib.replace("-", "_")] = "absent"
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": _device_name(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, **versions,
             "rounds": args.rounds, "min_seconds_per_sample": args.min_seconds, "python": platform.python_version()}

@@ -170,3 +170,25 @@ def test_activation_checkpointing_gives_the_same_gradients() -> None:
     F.cross_entropy(ckpt(x), y).backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=f"gradient of {name} differs")
+
+
+def test_matmul_attention_gives_the_logits_and_gradients_of_sdpa() -> None:
+    from vitkit.fast import use_matmul_attention, use_plain_kernels
+    from vitkit.fast.swap import MatmulAttention
+
+    plain = tiny_model().train()
+    fast = use_matmul_attention(copy.deepcopy(plain))
+    assert sum(type(m) is MatmulAttention for m in fast.modules()) == TINY["depth"]
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x, y = images(), torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-5)
+    F.cross_entropy(plain(x), y).backward()
+    F.cross_entropy(fast(x), y).backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name} differs")
+    reference = plain.eval()(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the mode it is for: close to fp32 at bf16 precision
+        low = fast.eval()(x).float()
+    torch.testing.assert_close(low, reference, rtol=0, atol=0.05)
+    use_plain_kernels(fast)
+    assert not any(type(m) is MatmulAttention for m in fast.modules())

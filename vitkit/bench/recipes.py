@@ -3,13 +3,15 @@
 | mode       | vitkit                                                      | peer (any nn.Module)              |
 |------------|-------------------------------------------------------------|-----------------------------------|
 | infer-fp32 | fused CPU kernels                                           | eager fp32                        |
-| infer-bf16 | bf16 weights + fused CPU kernels                            | bf16 weights (``.to(bfloat16)``)  |
+| infer-bf16 | bf16 weights + fused CPU kernels + matmul attention (CPU)   | bf16 weights (``.to(bfloat16)``)  |
 | infer-int8 | int8 Linear layers (dynamic quantisation)                   | (not run: compared to fp32 peers) |
 | train-fp32 | fused CPU kernels + fused AdamW                             | eager fp32 + AdamW (default)      |
-| train-bf16 | autocast bf16 + fused AdamW + fused kernels                 | autocast bf16 + AdamW (default)   |
+| train-bf16 | autocast bf16 + fused AdamW + matmul attention (CPU)        | autocast bf16 + AdamW (default)   |
 
 bf16 weights with fp32 masters (``vitkit.fast.MasterWeights``) is correct and tested but, on CPU with torch
 2.14, slower than autocast: pure-bf16 LayerNorm, bias-gradient and attention backward kernels are slow there.
+For the same reason bf16 on CPU runs attention as explicit matmuls (``use_matmul_attention``), and bf16 training
+keeps the plain Linear kernels: the fused ones' hand-written backward loses to autocast's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..fast import checkpoint_blocks, fused_adamw, quantize_int8, use_fused_kernels
+from ..fast import checkpoint_blocks, fused_adamw, quantize_int8, use_fused_kernels, use_matmul_attention
 from .timing import Candidate, Step
 from .workloads import Forward, forward_flops, inference_step, random_batch, synchronized, training_step
 
@@ -50,8 +52,10 @@ def vitkit_candidate(name: str, build: Callable[[], nn.Module], mode: str, batch
             return inference_step(quantize_int8(model), inputs), flops
         if mode == "infer-bf16":
             model, inputs = model.to(torch.bfloat16), inputs.to(torch.bfloat16)
-        if device == "cpu":
+        if device == "cpu" and mode != "train-bf16":
             use_fused_kernels(model)
+        if device == "cpu" and mode.endswith("bf16"):
+            use_matmul_attention(model)
         if checkpointing:
             checkpoint_blocks(model)
         if not is_training(mode):
