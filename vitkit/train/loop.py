@@ -154,6 +154,10 @@ class Trainer:
         overrides = {**c.model_args, "num_classes": len(self.class_names), **self.task.model_overrides()}
         model = self._pretrained(overrides) if c.init else create_model(c.model, **overrides)
         model.grad_checkpointing = c.grad_checkpointing
+        if c.precision == "bf16" and self.device.type == "cpu":
+            from ..fast import use_matmul_attention  # faster than the fused kernel in bf16 on CPU (see fast/swap.py)
+
+            use_matmul_attention(model)
         return model.to(self.device)
 
     def _pretrained(self, overrides: dict[str, Any]) -> nn.Module:
