@@ -484,6 +484,26 @@ def check_image_loader(blob: bytes, suffix: str, folder: Path, short_side: int =
     assert image.dtype == torch.uint8 and image.shape[0] == 3 and min(image.shape[1:]) == short_side, image.shape
 
 
+@pytest.mark.parametrize("tag_type", [5, 10, 11, 12])  # RATIONAL, SRATIONAL, FLOAT, DOUBLE
+def test_a_tiff_whose_strip_offsets_are_not_integers_is_skipped_with_a_reason(tmp_path, tag_type: int) -> None:
+    """Regression (found by the 10-minute fuzz run): Pillow raised TypeError for such a file."""
+    import struct
+
+    from vitkit.data.decode import BadImage, load_rgb
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack_from("<I", data, 4)[0]
+    entries = [directory + 2 + 12 * i for i in range(struct.unpack_from("<H", data, directory)[0])]
+    strip_offsets = next(e for e in entries if struct.unpack_from("<H", data, e)[0] == 273)
+    struct.pack_into("<H", data, strip_offsets + 2, tag_type)
+    path = tmp_path / "odd.tif"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadImage, match="truncated or corrupt"):
+        load_rgb(path)
+
+
 @given(case=image_bytes())
 @FUZZ
 def test_any_image_file_decodes_or_is_skipped_with_a_reason(inputs, tmp_path, case) -> None:

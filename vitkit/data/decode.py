@@ -56,7 +56,8 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
         raise BadImage("too many pixels (decompression-bomb guard)") from None
     except MemoryError:  # a damaged header can claim a size below the guard that still does not fit in memory
         raise BadImage("too large to decode in memory") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, TypeError) as error:
+        # TypeError: Pillow's TIFF reader trusts tag types, e.g. StripOffsets stored as a RATIONAL (found by fuzzing)
         reason = str(error) or type(error).__name__
         raise BadImage("truncated or corrupt: " + reason.splitlines()[0][:120]) from None
 
