@@ -220,3 +220,14 @@ def test_ema_decay_ramps_up_and_tracks_batchnorm_statistics() -> None:
         expected = value if expected is None else expected + (1 - min(0.9, (1 + n) / (10 + n))) * (value - expected)
         assert float(ema.module[0].weight) == pytest.approx(expected, rel=1e-6)
         assert float(ema.module[1].running_mean) == pytest.approx(2 * expected, rel=1e-6)
+
+
+def test_the_embedded_default_trains_from_the_command_line(tmp_path) -> None:
+    """`make demo` runs `vitkit train` with no --data: the embedded MNIST-5k and its recipe (one epoch here)."""
+    result = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "on mnist-5k: 4000 train / 1000 val images, 10 classes" in result.stderr
+    config = json.loads((tmp_path / "demo" / "config.json").read_text())
+    assert config["train"]["model"] == "vit_mnist" and config["train"]["data"] == "mnist-5k"
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["best_val_accuracy"] > 0.3, "one epoch of the demo recipe already learns digits"
