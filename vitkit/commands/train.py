@@ -127,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model, prep, class_names = _load_for_inference(args)
     video = isinstance(prep, VideoPreprocess)
-    val = prep.eval_set(args.data, class_names) if video else _eval_set(args.data, prep.short_side)
+    val = prep.eval_set(args.data) if video else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
     if val.skipped:
