@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vitkit  # noqa: E402
 from vitkit.bench import memory, report, suite  # noqa: E402
 from vitkit.bench.recipes import peer_candidate, vitkit_candidate  # noqa: E402
-from vitkit.fast import checkpoint_blocks  # noqa: E402
+from vitkit.fast import bf16_is_native, checkpoint_blocks  # noqa: E402
 from vitkit.interop.timm import timm_kwargs  # noqa: E402
 
 
@@ -136,7 +136,7 @@ def candidates(size: Size, mode: str, names: list[str]) -> list:
         found.append(vitkit_candidate("vitkit int8", vitkit_model(size), "infer-int8", size.batch, shape,
                                       size.classes))
     builders = peer_builders(size)
-    for name in names:
+    for name in [n for n in names if n in builders]:  # the video peers have their own groups
         build, forward = builders[name]
         found.append(peer_candidate(name, build, mode, size.batch, shape, size.classes, forward=forward))
     return found
@@ -159,11 +159,12 @@ def video_candidates(key: str, mode: str) -> list:
         return transformers.VivitForVideoClassification(transformers.VivitConfig(**transformers_vivit_kwargs(config)))
 
     def lucidrains_vivit() -> nn.Module:
-        from vit_pytorch.vivit import ViT
+        from vit_pytorch.vivit import ViViT
 
-        return ViT(image_size=VIDEO["image_size"], image_patch_size=16, frames=VIDEO["num_frames"],
+        return ViViT(image_size=VIDEO["image_size"], image_patch_size=16, frames=VIDEO["num_frames"],
                    frame_patch_size=2, num_classes=VIDEO["num_classes"], dim=VIDEO["dim"], spatial_depth=VIDEO["depth"],
-                   temporal_depth=4, heads=VIDEO["heads"], mlp_dim=4 * VIDEO["dim"], dim_head=64)
+                   temporal_depth=4, heads=VIDEO["heads"], mlp_dim=4 * VIDEO["dim"], dim_head=64,
+                     variant="factorized_encoder")
 
     hf_logits = lambda model: (lambda x: model(pixel_values=x.transpose(1, 2)).logits)  # noqa: E731  [B,T,C,H,W]
     build, forward = (hf_vivit, hf_logits) if peer == "hf-vivit" else (lucidrains_vivit, None)
@@ -186,7 +187,7 @@ def memory_candidate(size: Size, name: str):
 def measure_memory(size_key: str, size: Size, names: list[str], tiny: bool) -> list[dict]:
     """Peak fp32 training memory of vitkit, vitkit with checkpointing and each peer, one subprocess each."""
     rows = []
-    for name in ["vitkit", "vitkit+ckpt", *names]:
+    for name in ["vitkit", "vitkit+ckpt", *[n for n in names if n in peer_builders(size)]]:
         argv = [str(Path(__file__).resolve()), "--memory-child", size_key, name] + (["--tiny"] if tiny else [])
         peak = memory.measure_in_subprocess(argv)
         print(f"  memory {size.label} {name}: {peak and peak / 2**20:.0f} MiB", flush=True)
@@ -234,6 +235,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-sizes", default="ti,s,b", help="sizes whose training memory is measured")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--tiny", action="store_true", help="tiny models and batches: a quick smoke run")
+    parser.add_argument("--force-bf16", action="store_true", help="run bf16 modes even without native bf16")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -247,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [n for n in args.peers.split(",") if n]
     results = {"meta": metadata(args), "groups": [], "memory": []}
+    skip = set() if bf16_is_native("cpu") or args.force_bf16 else {m for m in MODES if m.endswith("bf16")}
+    if skip:
+        results["meta"]["skipped"] = ("bf16 modes: this CPU has no native bf16 (AVX-512-BF16 / AMX), so every "
+                                      "library's bf16 is emulated; --force-bf16 runs them anyway")
+        print("skipping " + results["meta"]["skipped"], flush=True)
     for size_key in args.sizes.split(","):
         if size_key in VIDEO_SIZES:
-            for mode in VIDEO_MODES:
+            for mode in [m for m in VIDEO_MODES if m not in skip]:
                 group = suite.Group(VIDEO_SIZES[size_key][0], mode, VIDEO_BATCH, video_candidates(size_key, mode),
                                     peers=[VIDEO_SIZES[size_key][2]], targets={"vitkit": VIDEO_TARGETS[size_key]},
                                     peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.write_all(results, args.out)
             continue
         size = TINY if args.tiny else SIZES[size_key]
-        for mode in args.modes.split(","):
+        for mode in [m for m in args.modes.split(",") if m not in skip]:
             group = suite.Group(size.label, mode, size.batch, candidates(size, mode, names),
                                 peers=[n for n in names if n in PEERS], targets=TARGETS[mode][size_key],
                                 peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .timing import Candidate, Step
@@ -49,9 +50,12 @@ def training_step(forward: Forward, inputs: torch.Tensor, labels: torch.Tensor, 
 
 def forward_flops(forward: Forward, inputs: torch.Tensor) -> int:
     """FLOPs of one forward pass (matmuls, convolutions, attention; a multiply-add counts 2), measured on
-    one sample and scaled to the batch, so large models cost one cheap pass to count."""
+    one sample and scaled to the batch, so large models cost one cheap pass to count.
+
+    Attention runs on the math backend while counting: the counter has no formula for the fused CPU kernels,
+    and would otherwise see the attention of eager-attention models only."""
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
+    with counter, torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]):
         forward(inputs[:1])
     return counter.get_total_flops() * inputs.shape[0]
 

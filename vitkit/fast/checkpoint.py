@@ -15,10 +15,10 @@ from ..models.layers import Block
 class CheckpointedBlock(Block):
     """A :class:`Block` that recomputes its activations in backward instead of storing them."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:  # type: ignore[override]
         if not (self.training and torch.is_grad_enabled()):
-            return super().forward(x)
-        return checkpoint(super().forward, x, use_reentrant=False)
+            return super().forward(x, queries)
+        return checkpoint(super().forward, x, queries, use_reentrant=False)
 
 
 def checkpoint_blocks(model: nn.Module) -> nn.Module:

@@ -14,15 +14,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_DTYPES = (torch.float32, torch.bfloat16)
-
 
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN's fused CPU linear."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (AVX-512-BF16 or AMX). Without it, oneDNN has no bf16
+    kernels at all and PyTorch's bf16 GEMM is an emulation many times slower than fp32."""
+    return onednn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 _ONEDNN = onednn_available()
+_DTYPES = (torch.float32, torch.bfloat16) if cpu_has_native_bf16() else (torch.float32,)
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:

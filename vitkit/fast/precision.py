@@ -14,6 +14,26 @@ import torch
 from torch import nn
 
 
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bf16 matmuls in hardware: a CUDA GPU that supports bf16, or a CPU with
+    AVX-512-BF16 / AMX. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and several times slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        from .fused import cpu_has_native_bf16
+
+        return cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``; other names unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_is_native(device) else "fp32"
+
+
 def fused_adamw(params: Iterable[Any], **options: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` with the fused (single-kernel) implementation, which exists on CPU and CUDA."""
     return torch.optim.AdamW(params, fused=True, **options)

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class PatchEmbed(nn.Module):
@@ -112,6 +113,9 @@ class Attention(nn.Module):
 
     Set ``keep_weights = True`` to compute the attention probabilities explicitly and keep them in
     ``self.weights`` ([B, heads, N, N]); the fused kernel, which never materialises them, stays the default.
+
+    ``forward(x, queries=n)`` computes the output of the first ``n`` tokens only, every token still serving as
+    a key and a value: all that a [CLS] read-out needs from the last block (see :func:`readout_queries`).
     """
 
     def __init__(
@@ -129,7 +133,9 @@ class Attention(nn.Module):
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        if queries is not None:
+            return self._forward_queries(x, queries)
         if self.over_batch:
             x = x.transpose(0, 1)
         batch, length, dim = x.shape
@@ -137,6 +143,16 @@ class Attention(nn.Module):
         out = self.attend(q, k, v)
         out = self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
         return out.transpose(0, 1) if self.over_batch else out
+
+    def _forward_queries(self, x: torch.Tensor, queries: int) -> torch.Tensor:
+        # The q part of qkv is still computed for every token (a third of one projection): slicing the output
+        # keeps this working for any Linear replacement (fused, int8), where slicing the weight would not.
+        batch, length, dim = x.shape
+        qkv = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim)
+        q = qkv[:, :queries, 0].transpose(1, 2)
+        k, v = qkv[:, :, 1:].permute(2, 0, 3, 1, 4).unbind(0)
+        out = self.attend(q, k, v)
+        return self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, queries, dim)))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of every query to every key, [..., L, head_dim] each (subclasses restrict who sees whom)."""
@@ -162,7 +178,23 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.fc1(x)
+        if type(self.act) is nn.GELU and not needs_grad(hidden):
+            # In place when no gradient is kept: saves allocating (and page-faulting) the largest activation.
+            hidden = torch._C._nn.gelu_(hidden, approximate=self.act.approximate)
+        else:
+            hidden = self.act(hidden)
+        return self.drop(self.fc2(self.drop(hidden)))
+
+
+def needs_grad(x: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``x`` (so it must not be overwritten in place)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def add_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``x + branch``, written into ``branch`` when no gradient is kept (``branch`` is a fresh output)."""
+    return x + branch if needs_grad(branch) or needs_grad(x) else branch.add_(x)
 
 
 class DropPath(nn.Module):
@@ -203,12 +235,52 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, hidden_dim, dropout)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """[B, N, D] -> [B, N, D]; with ``queries=n``, only the first ``n`` output tokens, [B, n, D]."""
+        if queries is not None:
+            return self._forward_queries(x, queries)
         if self.pre_norm:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop_path(self.attn(x)))
-        return self.norm2(x + self.drop_path(self.mlp(x)))
+            x = add_residual(x, self.drop_path(self.attn(self.norm1(x))))
+            return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
+        x = self.norm1(add_residual(x, self.drop_path(self.attn(x))))
+        return self.norm2(add_residual(x, self.drop_path(self.mlp(x))))
+
+    def _forward_queries(self, x: torch.Tensor, queries: int) -> torch.Tensor:
+        # Outputs of token i depend on all tokens only through attention's keys and values, so everything after
+        # the attention runs on the first ``queries`` tokens alone.
+        if self.pre_norm:
+            x = add_residual(x[:, :queries], self.drop_path(self.attn(self.norm1(x), queries)))
+            return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
+        x = self.norm1(add_residual(x[:, :queries], self.drop_path(self.attn(x, queries))))
+        return self.norm2(add_residual(x, self.drop_path(self.mlp(x))))
+
+
+def readout_queries(blocks: nn.Sequential, prefix_tokens: int, pool: str) -> int | None:
+    """How many leading output tokens of the last block a [CLS] read-out uses, or None to compute them all.
+
+    With ``pool="cls"`` the head reads one token, so the last block's other outputs are dead code: skipping
+    them removes most of that block's work (its MLP and output projection run on one token instead of N) and
+    changes no result, in inference or training. None where that does not hold: mean pooling (which ViViT
+    Models 3 and 4, whose attention splits the sequence, always use), the blog's attention across the batch,
+    and while attention weights are being recorded (explain needs the full map).
+    """
+    last = blocks[-1] if len(blocks) else None
+    if pool != "cls" or prefix_tokens < 1 or not isinstance(last, Block):
+        return None
+    if last.attn.over_batch or last.attn.keep_weights:
+        return None
+    return prefix_tokens
+
+
+def run_blocks(blocks: nn.Sequential, x: torch.Tensor, queries: int | None = None,
+               checkpointing: bool = False) -> torch.Tensor:
+    """Run ``blocks`` in order; the last one computes only its first ``queries`` outputs when given. With
+    ``checkpointing``, each block's activations are recomputed in the backward pass instead of stored."""
+    last = len(blocks) - 1
+    for i, block in enumerate(blocks):
+        args = (x,) if i != last or queries is None else (x, queries)
+        x = checkpoint(block, *args, use_reentrant=False) if checkpointing else block(*args)
+    return x
 
 
 def init_weights(module: nn.Module) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig
-from .layers import Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights, sincos_2d
+from .layers import (Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights, readout_queries,
+                     run_blocks, sincos_2d)
 
 
 class Pool(nn.Module):
@@ -67,6 +67,9 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
         self.grad_checkpointing = False
         """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
+        self.prune_readout = True
+        """In ``forward``, run the last block for the [CLS] token alone when that is all the head reads
+        (see :func:`~vitkit.models.layers.readout_queries`); the result is the same."""
         self.apply(init_weights)
 
     @staticmethod
@@ -87,20 +90,21 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder output tokens, [B, prefix + N, D]."""
+        return self._encode(images, queries=None)
+
+    def _encode(self, images: torch.Tensor, queries: int | None) -> torch.Tensor:
         self._check_input(images)
         x = self.patch_embed(images)
         for name in self.embed_order:
             x = getattr(self, name)(x)
-        x = self.run_blocks(self.pos_drop(x))
+        x = self.run_blocks(self.pos_drop(x), queries)
         return self.norm(x) if self.config.pool == "cls" else x
 
-    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder blocks, with activation checkpointing when enabled and training."""
-        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
-            return self.blocks(x)
-        for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=False)
-        return x
+    def run_blocks(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """The encoder blocks (the last one for its first ``queries`` tokens only, when given), with activation
+        checkpointing when enabled and training."""
+        checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        return run_blocks(self.blocks, x, queries, checkpointing)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]."""
@@ -110,7 +114,8 @@ class VisionTransformer(nn.Module):
         return self.head(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(images))
+        queries = readout_queries(self.blocks, self.num_prefix_tokens, self.config.pool) if self.prune_readout else None
+        return self.forward_head(self._encode(images, queries))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights
+from .layers import (Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights, readout_queries,
+                     run_blocks)
 from .vit import Pool
 from .vivit_config import ViViTConfig
 
@@ -233,32 +234,48 @@ class VideoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.pool = Pool(c.pool, self.num_prefix_tokens)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.prune_readout = True
+        """In ``forward``, run each last block for the [CLS] token alone where that is all that is read next
+        (see :func:`~vitkit.models.layers.readout_queries`); the result is the same."""
         self.apply(init_weights)
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """Normalised encoder output tokens: [B, prefix + T'N, D], or [B, prefix + T', D] for Model 2."""
-        self._check_input(clips)
-        x = self._embed(self.patch_embed(clips), self.cls_token, self.pos_embed)
+        return self._encode(clips, prune=False)
+
+    def _encode(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
         if not self.factorised_encoder:
-            return self.norm(self.blocks(self.pos_drop(x)))
-        frames = self.frame_pool(self.spatial_norm(self.spatial_blocks(self.pos_drop(x))))
-        x = self._embed(frames, self.temporal_cls_token, self.temporal_pos_embed)
-        return self.norm(self.temporal_blocks(x))
+            x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
+            return self.norm(run_blocks(self.blocks, self.pos_drop(x), self._queries(self.blocks, prune)))
+        x = self._embed(self._encode_frames(clips, prune), self.temporal_cls_token, self.temporal_pos_embed)
+        return self.norm(run_blocks(self.temporal_blocks, x, self._queries(self.temporal_blocks, prune)))
 
     def forward_frames(self, clips: torch.Tensor) -> torch.Tensor:
         """Model 2 only: the spatial encoder's output, one vector per frame, [B, T', D]."""
         if not self.factorised_encoder:
             raise ValueError("forward_frames is only defined for the factorised encoder (Model 2)")
+        return self._encode_frames(clips, prune=False)
+
+    def _encode_frames(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
+        x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
+        x = run_blocks(self.spatial_blocks, self.pos_drop(x), self._queries(self.spatial_blocks, prune))
+        return self.frame_pool(self.spatial_norm(x))
+
+    def _patches(self, clips: torch.Tensor) -> torch.Tensor:
         self._check_input(clips)
-        x = self._embed(self.patch_embed(clips), self.cls_token, self.pos_embed)
-        return self.frame_pool(self.spatial_norm(self.spatial_blocks(self.pos_drop(x))))
+        return self.patch_embed(clips)
+
+    def _queries(self, blocks: nn.Sequential, prune: bool) -> int | None:
+        if not (prune and self.prune_readout):
+            return None
+        return readout_queries(blocks, self.num_prefix_tokens, self.config.pool)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool the encoder tokens and classify."""
         return self.head(self.pool(tokens))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(clips))
+        return self.forward_head(self._encode(clips, prune=True))
 
     @staticmethod
     def _embed(tokens: torch.Tensor, cls_token: ClassToken | None, pos_embed: PositionEmbedding) -> torch.Tensor:

@@ -39,8 +39,9 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     clip_grad: float = 1.0
     label_smoothing: float = 0.1
-    precision: str = "bf16"
-    """``bf16`` (autocast) or ``fp32``."""
+    precision: str = "auto"
+    """``bf16`` (autocast), ``fp32``, or ``auto``: bf16 where the device computes it natively (a bf16 GPU, a CPU
+    with AVX-512-BF16 / AMX), else fp32, since emulated bf16 is several times slower than fp32."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
     crop: str = "rrc"
@@ -95,7 +96,8 @@ class TrainConfig:
             (self.frame_stride > 0, f"--frame-stride must be positive, got {self.frame_stride}"),
             (self.inflate in ("central_frame", "filter_average"),
              f"--inflate must be central_frame or filter_average, got {self.inflate!r}"),
-            (self.precision in ("bf16", "fp32"), f"--precision must be bf16 or fp32, got {self.precision!r}"),
+            (self.precision in ("auto", "bf16", "fp32"),
+             f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (self.crop in ("rrc", "shift", "center"), f"--crop must be rrc, shift or center, got {self.crop!r}"),
             (self.augment in ("trivial", "randaugment", "none"),
              f"--augment must be trivial, randaugment or none, got {self.augment!r}"),

@@ -12,6 +12,7 @@ each process builds its slice of it, and only rank 0 writes files or logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import signal
@@ -35,6 +36,7 @@ from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_j
 from . import distributed, report
 from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from ..fast.precision import resolve_precision
 from .evaluate import autocast
 from .optim import make_optimizer, warmup_cosine
 from .tasks import VideoPreprocess, make_task, side_of, video_preprocess
@@ -94,9 +96,10 @@ class Trainer:
     """One training run. Build it with a config (new run) or with ``resume=True`` (continue ``config.out``)."""
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
-        self.config = config
         self.run_dir = Path(config.out)
         self.group, self.device = distributed.start(device)
+        # The run records the precision it chose, so a resumed run keeps it on any machine.
+        self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device))
         if not resume and has_checkpoint(self.run_dir):
             raise VitkitError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
         self.local_batch = self._local_batch()
