@@ -28,6 +28,7 @@ import vitkit  # noqa: E402
 from vitkit.bench import memory, report, suite  # noqa: E402
 from vitkit.bench.recipes import peer_candidate, vitkit_candidate  # noqa: E402
 from vitkit.fast import bf16_is_native, checkpoint_blocks  # noqa: E402
+from vitkit.fast.merge import use_token_merging  # noqa: E402
 from vitkit.interop.timm import timm_kwargs  # noqa: E402
 
 
@@ -128,13 +129,17 @@ def peer_builders(size: Size) -> dict[str, tuple[Callable[[], nn.Module], Callab
     }
 
 
-def candidates(size: Size, mode: str, names: list[str]) -> list:
-    """vitkit (plus its int8 path in fp32 inference) and the named peers, for one size and mode."""
+def candidates(size: Size, mode: str, names: list[str], merge: int = 0) -> list:
+    """vitkit (plus, in fp32 inference, its int8 path and token merging of ``merge`` pairs per block) and the
+    named peers, for one size and mode."""
     shape = (3, size.image, size.image)
     found = [vitkit_candidate("vitkit", vitkit_model(size), mode, size.batch, shape, size.classes)]
     if mode == "infer-fp32":
         found.append(vitkit_candidate("vitkit int8", vitkit_model(size), "infer-int8", size.batch, shape,
                                       size.classes))
+    if mode == "infer-fp32" and merge:
+        merged = lambda: use_token_merging(vitkit_model(size)(), merge)  # noqa: E731
+        found.append(vitkit_candidate(f"vitkit merge r={merge}", merged, mode, size.batch, shape, size.classes))
     builders = peer_builders(size)
     for name in [n for n in names if n in builders]:  # the video peers have their own groups
         build, forward = builders[name]
@@ -235,6 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-sizes", default="ti,s,b", help="sizes whose training memory is measured")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--tiny", action="store_true", help="tiny models and batches: a quick smoke run")
+    parser.add_argument("--merge", type=int, default=0, metavar="R",
+                        help="also time vitkit with token merging of R pairs per block (fp32 inference)")
     parser.add_argument("--force-bf16", action="store_true", help="run bf16 modes even without native bf16")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         size = TINY if args.tiny else SIZES[size_key]
         for mode in [m for m in args.modes.split(",") if m not in skip]:
-            group = suite.Group(size.label, mode, size.batch, candidates(size, mode, names),
+            group = suite.Group(size.label, mode, size.batch, candidates(size, mode, names, args.merge),
                                 peers=[n for n in names if n in PEERS], targets=TARGETS[mode][size_key],
                                 peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
             results["groups"].append(suite.run_group(group, args.rounds, args.min_seconds))

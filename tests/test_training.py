@@ -90,6 +90,12 @@ def test_train_eval_predict_end_to_end(tmp_path) -> None:
         int8_p = {p["class"]: p["probability"] for p in int8_row["predictions"]}
         assert abs(fp32_p["circle"] - int8_p["circle"]) < 0.05, (fp32_row, int8_row)
 
+    merged = run_cli("eval", str(run), "--data", str(data / "val"), "--merge", "2", "--out", str(tmp_path / "m"))
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["samples"] == 12
+    refused = run_cli("eval", str(run), "--data", str(data / "val"), "--merge", "-1")
+    assert refused.returncode == 2 and "one non-negative count per block" in refused.stderr
+
 
 def test_training_learns_a_separable_task(tmp_path) -> None:
     data = make_folder(tmp_path / "shapes", per_class=24, modes=False)
@@ -231,3 +237,29 @@ def test_the_embedded_default_trains_from_the_command_line(tmp_path) -> None:
     assert config["train"]["model"] == "vit_mnist" and config["train"]["data"] == "mnist-5k"
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["best_val_accuracy"] > 0.2, "chance is 0.1; two epochs of the demo recipe give ~0.33"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to read the CPU's instruction sets from")
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_instructions() -> None:
+    from vitkit.fast import resolve_precision
+
+    native = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_a_run_records_the_precision_auto_chose(tmp_path) -> None:
+    from vitkit.fast import resolve_precision
+
+    data = make_folder(tmp_path / "shapes")
+    trainer = Trainer(tiny_config(data, tmp_path / "run", epochs=1, precision="auto"))
+    assert trainer.config.precision == resolve_precision("auto", "cpu") != "auto"
+    assert trainer.model_json["train"]["precision"] == trainer.config.precision

@@ -180,10 +180,14 @@ def _eval_set(data: str, short_side: int):
 
 
 def _load_for_inference(args: argparse.Namespace):
-    """The run's model, int8-quantised when ``--int8`` is given."""
+    """The run's model, with token merging (``--merge``) and int8 quantisation (``--int8``) when asked."""
     from ..train.loop import load_run
 
     model, prep, class_names = load_run(args.run)
+    if args.merge:
+        from ..fast.merge import use_token_merging
+
+        use_token_merging(model, args.merge)
     if args.int8:
         from ..fast import quantize_int8
 
@@ -263,6 +267,8 @@ def register(add) -> None:
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--out", default=None, help="where to write metrics.json and the confusion matrix")
     evaluate.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
+    evaluate.add_argument("--merge", type=int, default=0, metavar="R",
+                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     evaluate.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
 
     predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run")
@@ -271,4 +277,6 @@ def register(add) -> None:
     predict.add_argument("--top-k", type=positive_int, default=1)
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
     predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
+    predict.add_argument("--merge", type=int, default=0, metavar="R",
+                         help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     predict.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
