@@ -2,8 +2,10 @@
 
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py            # the full run (long)
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py --tiny     # a 1-minute smoke run
+    PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py --sizes v1,v2 --update   # redo some
 
-Writes results.json, results.md and results.png to --out (benchmarks/results/). How each library is run in
+Each (size, mode) group runs in a fresh process (``vitkit/bench/child.py`` says why), its candidates
+interleaved round-robin. Writes results.json, results.md and results.png to --out (benchmarks/results/). How each library is run in
 each mode is the table in ``vitkit/bench/recipes.py``; the blog's model is a reference row, not a peer (its
 attention runs across the batch, so it computes something else).
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vitkit  # noqa: E402
-from vitkit.bench import memory, report, suite  # noqa: E402
+from vitkit.bench import child, memory, report, suite  # noqa: E402
 from vitkit.bench.recipes import peer_candidate, vitkit_candidate  # noqa: E402
 from vitkit.fast import bf16_is_native, checkpoint_blocks  # noqa: E402
 from vitkit.fast.merge import use_token_merging  # noqa: E402
@@ -244,8 +246,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time vitkit with token merging of R pairs per block (fp32 inference)")
     parser.add_argument("--force-bf16", action="store_true", help="run bf16 modes even without native bf16")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--update", action="store_true",
+                        help="merge into the results already in --out (groups measured now replace their namesakes)")
     parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--group-child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def build_group(size_key: str, mode: str, args: argparse.Namespace) -> suite.Group:
+    """The candidates of one (size, mode) group, with the peers and targets its ratios use."""
+    dtype = torch.bfloat16 if mode.endswith("bf16") else torch.float32
+    if size_key in VIDEO_SIZES:
+        label, _, peer = VIDEO_SIZES[size_key]
+        return suite.Group(label, mode, VIDEO_BATCH, video_candidates(size_key, mode), peers=[peer],
+                           targets={"vitkit": VIDEO_TARGETS[size_key]}, peak_dtype=dtype)
+    names = [n for n in args.peers.split(",") if n]
+    size = TINY if args.tiny else SIZES[size_key]
+    return suite.Group(size.label, mode, size.batch, candidates(size, mode, names, args.merge),
+                       peers=[n for n in names if n in PEERS], targets=TARGETS[mode][size_key], peak_dtype=dtype)
+
+
+def child_argv(args: argparse.Namespace, *child: str) -> list[str]:
+    """This script's command line for a child process that measures one group or one memory row."""
+    argv = [str(Path(__file__).resolve()), *child, "--rounds", str(args.rounds), "--min-seconds",
+            str(args.min_seconds), "--peers", args.peers, "--merge", str(args.merge)]
+    return argv + (["--tiny"] if args.tiny else [])
+
+
+def plan(args: argparse.Namespace, skip: set[str]) -> list[tuple[str, str]]:
+    """The (size, mode) groups to measure, in order."""
+    groups = []
+    for size_key in args.sizes.split(","):
+        modes = VIDEO_MODES if size_key in VIDEO_SIZES else args.modes.split(",")
+        groups += [(size_key, mode) for mode in modes if mode not in skip]
+    return groups
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``--update``: ``old`` results with the groups and memory rows of ``new`` replacing their namesakes."""
+    groups = {(g["model"], g["mode"]): g for g in old.get("groups", [])}
+    groups.update({(g["model"], g["mode"]): g for g in new["groups"]})
+    rows = {(r["model"], r["name"]): r for r in old.get("memory", [])}
+    rows.update({(r["model"], r["name"]): r for r in new["memory"]})
+    return {"meta": new["meta"], "groups": list(groups.values()), "memory": list(rows.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         size_key, name = args.memory_child
         memory.report_here(memory_candidate(TINY if args.tiny else SIZES[size_key], name))
         return 0
+    if args.group_child:
+        size_key, mode = args.group_child
+        child.send(suite.run_group(build_group(size_key, mode, args), args.rounds, args.min_seconds))
+        return 0
     names = [n for n in args.peers.split(",") if n]
     results = {"meta": metadata(args), "groups": [], "memory": []}
     skip = set() if bf16_is_native("cpu") or args.force_bf16 else {m for m in MODES if m.endswith("bf16")}
@@ -261,24 +308,20 @@ def main(argv: list[str] | None = None) -> int:
         results["meta"]["skipped"] = ("bf16 modes: this CPU has no native bf16 (AVX-512-BF16 / AMX), so every "
                                       "library's bf16 is emulated; --force-bf16 runs them anyway")
         print("skipping " + results["meta"]["skipped"], flush=True)
-    for size_key in args.sizes.split(","):
-        if size_key in VIDEO_SIZES:
-            for mode in [m for m in VIDEO_MODES if m not in skip]:
-                group = suite.Group(VIDEO_SIZES[size_key][0], mode, VIDEO_BATCH, video_candidates(size_key, mode),
-                                    peers=[VIDEO_SIZES[size_key][2]], targets={"vitkit": VIDEO_TARGETS[size_key]},
-                                    peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
-                results["groups"].append(suite.run_group(group, args.rounds, args.min_seconds))
-                report.write_all(results, args.out)
-            continue
-        size = TINY if args.tiny else SIZES[size_key]
-        for mode in [m for m in args.modes.split(",") if m not in skip]:
-            group = suite.Group(size.label, mode, size.batch, candidates(size, mode, names, args.merge),
-                                peers=[n for n in names if n in PEERS], targets=TARGETS[mode][size_key],
-                                peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
-            results["groups"].append(suite.run_group(group, args.rounds, args.min_seconds))
-            report.write_all(results, args.out)  # keep partial results if a later group is interrupted
-        if not args.no_memory and size_key in args.memory_sizes.split(","):
+    previous = report.load(Path(args.out) / "results.json") if args.update else {}
+    done_memory: set[str] = set()
+    for size_key, mode in plan(args, skip):
+        group = child.run_child(child_argv(args, "--group-child", size_key, mode), echo=True)
+        if group is None:
+            raise SystemExit(f"peers.py: the {size_key} {mode} group failed (its error is above)")
+        results["groups"].append(group)
+        report.write_all(merged(previous, results), args.out)  # keep partial results if a later group fails
+        wants_memory = not args.no_memory and size_key in args.memory_sizes.split(",") and size_key in SIZES
+        if wants_memory and size_key not in done_memory:
+            done_memory.add(size_key)
+            size = TINY if args.tiny else SIZES[size_key]
             results["memory"] += measure_memory(size_key, size, [n for n in names if n in PEERS], args.tiny)
+    results = merged(previous, results)
     paths = report.write_all(results, args.out)
     print(report.markdown(results))
     print("wrote " + ", ".join(map(str, paths)))

@@ -10,18 +10,11 @@ cached pages of one candidate from hiding another's. CUDA: ``torch.cuda.max_memo
 from __future__ import annotations
 
 import gc
-import json
-import os
-import subprocess
-import sys
-
-from pathlib import Path
 
 import torch
 
+from . import child
 from .timing import Candidate
-
-MARKER = "VITKIT_MEMORY_RESULT "
 
 
 def _status_bytes(field: str) -> int:
@@ -56,17 +49,11 @@ def measure_here(candidate: Candidate, device: str = "cpu", steps: int = 2) -> i
 
 
 def report_here(candidate: Candidate, device: str = "cpu") -> None:
-    """Measure in this process and print the result on one marked line (the child side)."""
-    print(MARKER + json.dumps({"name": candidate.name, "peak_bytes": measure_here(candidate, device)}), flush=True)
+    """Measure in this process and send the result to the parent (the child side of :func:`measure_in_subprocess`)."""
+    child.send({"name": candidate.name, "peak_bytes": measure_here(candidate, device)})
 
 
 def measure_in_subprocess(argv: list[str], timeout: float = 1800) -> int | None:
     """Run ``python ARGV`` (a child that calls :func:`report_here`) and return its peak bytes, or None."""
-    repo = str(Path(__file__).resolve().parents[2])  # so the child imports this same vitkit
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env)
-    for line in done.stdout.splitlines():
-        if line.startswith(MARKER):
-            return int(json.loads(line[len(MARKER):])["peak_bytes"])
-    sys.stderr.write(done.stderr[-2000:])
-    return None
+    result = child.run_child(argv, timeout)
+    return None if result is None else int(result["peak_bytes"])

@@ -52,7 +52,20 @@ def markdown(results: dict) -> str:
         for row in results["memory"]:
             lines.append(f"| {row['model']} | {row['batch']} | {row['name']} | {_num(row['peak_mib'], 0)} | "
                          f"{_num(row.get('vs_best_peer'), 2)} |")
+        lines += ["", *_checkpointing_lines(results["memory"])]
     return "\n".join(lines) + "\n"
+
+
+def _checkpointing_lines(rows: list[dict]) -> list[str]:
+    """One line per model: how much activation checkpointing cuts vitkit's peak training memory."""
+    peaks = {(r["model"], r["name"]): r["peak_mib"] for r in rows}
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        plain, checkpointed = peaks.get((model, "vitkit")), peaks.get((model, "vitkit+ckpt"))
+        if plain and checkpointed:
+            lines.append(f"- {model}: activation checkpointing cuts vitkit's peak by {1 - checkpointed / plain:.0%} "
+                         f"({plain:.0f} -> {checkpointed:.0f} MiB)")
+    return lines
 
 
 def chart(results: dict, path: Path) -> bool:
