@@ -56,15 +56,13 @@ def sized_attention(attn: Attention, x: torch.Tensor, size: torch.Tensor | None,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``attn(x, queries)`` where token j counts ``size[:, j]`` times; also returns the keys averaged over heads,
     [B, N, head_dim], the similarity measure for merging."""
-    batch, length, dim = x.shape
-    q, k, v = attn.qkv(x).view(batch, length, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = attn.project_qkv(x)
     if queries is not None:
         q = q[:, :, :queries]
     bias = None if size is None else size.log().to(q.dtype)[:, None, None, :]
     dropout = attn.attn_dropout if attn.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-    out = attn.proj_dropout(attn.proj(out.transpose(1, 2).reshape(batch, q.shape[2], dim)))
-    return out, k.mean(dim=1)
+    return attn.project_out(out), k.mean(dim=1)
 
 
 def merge_pairs(x: torch.Tensor, keys: torch.Tensor, size: torch.Tensor, r: int, prefix: int,

@@ -134,25 +134,26 @@ class Attention(nn.Module):
         self.weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
-        if queries is not None:
-            return self._forward_queries(x, queries)
         if self.over_batch:
             x = x.transpose(0, 1)
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = self.attend(q, k, v)
-        out = self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
+        q, k, v = self.project_qkv(x)
+        if queries is not None:
+            # The q part of qkv is still computed for every token (a third of one projection): slicing the
+            # output keeps this working for any Linear replacement (fused, int8), where slicing weights would not.
+            q = q[:, :, :queries]
+        out = self.project_out(self.attend(q, k, v))
         return out.transpose(0, 1) if self.over_batch else out
 
-    def _forward_queries(self, x: torch.Tensor, queries: int) -> torch.Tensor:
-        # The q part of qkv is still computed for every token (a third of one projection): slicing the output
-        # keeps this working for any Linear replacement (fused, int8), where slicing the weight would not.
-        batch, length, dim = x.shape
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, L, D] -> queries, keys and values, [B, heads, L, head_dim] each."""
+        batch, length, _ = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim)
-        q = qkv[:, :queries, 0].transpose(1, 2)
-        k, v = qkv[:, :, 1:].permute(2, 0, 3, 1, 4).unbind(0)
-        out = self.attend(q, k, v)
-        return self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, queries, dim)))
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # type: ignore[return-value]
+
+    def project_out(self, out: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs [B, heads, L, head_dim] -> [B, L, D], through the output projection."""
+        batch, _, length, _ = out.shape
+        return self.proj_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, -1)))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of every query to every key, [..., L, head_dim] each (subclasses restrict who sees whom)."""
