@@ -16,6 +16,8 @@ MODES = ("infer-fp32", "infer-bf16", "infer-int8", "train-fp32", "train-bf16")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import datetime
+
     import torch
 
     from ..bench import report, suite
@@ -32,7 +34,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plain = lambda: _without_shortcuts(build())  # noqa: E731
     shape = (config.in_channels, *config.image_size)
     classes = max(config.num_classes, 1)
-    results = {"meta": {"model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
                         "rounds": args.rounds, "min_seconds_per_sample": args.min_seconds}, "groups": []}
     for mode in modes:
         plain_mode = "infer-fp32" if mode == "infer-int8" else mode
