@@ -5,8 +5,8 @@
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py --sizes v1,v2 --update   # redo some
 
 Each (size, mode) group runs in a fresh process (``vitkit/bench/child.py`` says why), its candidates
-interleaved round-robin. Writes results.json, results.md and results.png to --out (benchmarks/results/). How each library is run in
-each mode is the table in ``vitkit/bench/recipes.py``; the blog's model is a reference row, not a peer (its
+interleaved round-robin. Writes results.json, results.md and results.png to --out (benchmarks/results/). How
+each library is run in each mode is the table in ``vitkit/bench/recipes.py``; the blog's model is a reference row, not a peer (its
 attention runs across the batch, so it computes something else).
 """
 
@@ -169,9 +169,9 @@ def video_candidates(key: str, mode: str) -> list:
         from vit_pytorch.vivit import ViViT
 
         return ViViT(image_size=VIDEO["image_size"], image_patch_size=16, frames=VIDEO["num_frames"],
-                   frame_patch_size=2, num_classes=VIDEO["num_classes"], dim=VIDEO["dim"], spatial_depth=VIDEO["depth"],
-                   temporal_depth=4, heads=VIDEO["heads"], mlp_dim=4 * VIDEO["dim"], dim_head=64,
-                     variant="factorized_encoder")
+                     frame_patch_size=2, num_classes=VIDEO["num_classes"], dim=VIDEO["dim"],
+                     spatial_depth=VIDEO["depth"], temporal_depth=4, heads=VIDEO["heads"], mlp_dim=4 * VIDEO["dim"],
+                     dim_head=64, variant="factorized_encoder")
 
     hf_logits = lambda model: (lambda x: model(pixel_values=x.transpose(1, 2)).logits)  # noqa: E731  [B,T,C,H,W]
     build, forward = (hf_vivit, hf_logits) if peer == "hf-vivit" else (lucidrains_vivit, None)

@@ -87,19 +87,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") ->
     for stage_name, module in _stage_modules(model):
         handles.append(module.register_forward_pre_hook(_start(counter)))
         handles.append(module.register_forward_hook(_finish(counter, summary, stage_name)))
-    # The trace shows the architecture, every block on every token (the blog's dry run), not the shortcut
-    # forward takes in the last block.
-    prune = getattr(model, "prune_readout", None)
-    if prune is not None:
-        model.prune_readout = False
     try:
-        with counter, torch.no_grad():
+        # The trace shows the architecture (the blog's dry run), not the shortcut forward takes in the last block.
+        with counter, torch.no_grad(), layers.every_token(model):
             model.eval()(torch.empty(input_shape, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-        if prune is not None:
-            model.prune_readout = prune
     return summary
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..fast import checkpoint_blocks, fused_adamw, quantize_int8, use_fused_kernels, use_matmul_attention
+from ..models.layers import every_token
 from .timing import Candidate, Step
 from .workloads import Forward, forward_flops, inference_step, random_batch, synchronized, training_step
 
@@ -105,12 +106,8 @@ def _adamw(params) -> torch.optim.Optimizer:
 def _architecture_flops(model: nn.Module, inputs: torch.Tensor, mode: str) -> float:
     """FLOPs of the whole architecture, without vitkit's [CLS] read-out shortcut, so that MFU compares like
     with like (the shortcut shows as throughput, not as fewer FLOPs)."""
-    prune = getattr(model, "prune_readout", False)
-    model.prune_readout = False
-    try:
+    with every_token(model):
         return _flops(model, inputs, mode)
-    finally:
-        model.prune_readout = prune
 
 
 def _flops(forward: Forward, inputs: torch.Tensor, mode: str) -> float:

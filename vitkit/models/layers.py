@@ -7,7 +7,9 @@ sees that stage's output: that is how ``vitkit summary`` traces shapes.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -271,6 +273,20 @@ def readout_queries(blocks: nn.Sequential, prefix_tokens: int, pool: str) -> int
     if last.attn.over_batch or last.attn.keep_weights:
         return None
     return prefix_tokens
+
+
+@contextlib.contextmanager
+def every_token(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, ``model`` runs every block on every token (no [CLS]-only last block): for a trace or a
+    FLOP count of the architecture itself. Models without the shortcut are left as they are."""
+    prune = getattr(model, "prune_readout", None)
+    if prune is not None:
+        model.prune_readout = False
+    try:
+        yield model
+    finally:
+        if prune is not None:
+            model.prune_readout = prune
 
 
 def run_blocks(blocks: nn.Sequential, x: torch.Tensor, queries: int | None = None,

@@ -31,12 +31,12 @@ from ..data.images import ImageSet
 from ..data.pipeline import Preprocess
 from ..data.video import ClipSampler
 from ..errors import VitkitError
+from ..fast.precision import resolve_precision
 from ..models import create_model
 from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
 from . import distributed, report
 from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from ..fast.precision import resolve_precision
 from .evaluate import autocast
 from .optim import make_optimizer, warmup_cosine
 from .tasks import VideoPreprocess, make_task, side_of, video_preprocess
