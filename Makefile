@@ -7,7 +7,9 @@ PY_PEERS = PYTHONPATH=$(CURDIR) $$(scripts/venv.sh peers)/bin/python
 .PHONY: demo test test-core test-peers bench
 
 ## make demo: train a ViT on the embedded MNIST-5k digits and print test accuracy and where the plots are.
+## Each run starts afresh (runs/demo is the demo's own scratch folder; `vitkit train` never overwrites a run).
 demo:
+	rm -rf runs/demo
 	$(PY_CORE) -m vitkit train --data mnist-5k --out runs/demo
 
 ## make test: unit tests on torch 2.13 (core), then parity tests against timm / transformers / torchvision /

@@ -248,11 +248,13 @@ def _cpu_flags() -> set[str]:
     return set(line.split(":", 1)[-1].split())
 
 
-def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_instructions() -> None:
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_amx() -> None:
+    """AVX-512-BF16 alone computes bf16 natively but slower than fp32 (190 vs 268 GFLOP/s measured): only AMX's
+    tile units make bf16 the faster choice on a CPU."""
     from vitkit.fast import resolve_precision
 
-    native = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    faster = "amx_bf16" in _cpu_flags()
+    assert resolve_precision("auto", "cpu") == ("bf16" if faster else "fp32")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
 
 

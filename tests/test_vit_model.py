@@ -117,6 +117,7 @@ def test_drop_path_rates_rise_linearly_to_the_configured_value() -> None:
     [
         ({"image_size": 225}, "not a multiple of the patch size"),
         ({"dim": 100, "heads": 3}, "not divisible by heads"),
+        ({"heads": 0}, "heads must be positive, got 0"),
         ({"class_token": False}, "pool='cls' needs class_token=True"),
         ({"pos_embed": "rope"}, "pos_embed must be one of"),
         ({"dropout": 1.5}, "dropout must be in [0, 1)"),

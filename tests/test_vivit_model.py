@@ -213,6 +213,7 @@ def test_summary_cli_takes_a_video_input_size(tmp_path) -> None:
     ({"variant": "divided"}, "variant must be one of"),
     ({"tubelet_size": (2, 8)}, "expected a tubelet size (t, h, w)"),
     ({"frames": 8}, "unknown ViViT option"),
+    ({"heads": 0}, "heads must be positive, got 0"),
 ])
 def test_bad_video_configs_raise_one_clear_error(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -8,6 +8,7 @@ bf16 training drift. After each step the fp32 master values are rounded back int
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable
 
 import torch
@@ -27,11 +28,38 @@ def bf16_is_native(device: torch.device | str) -> bool:
     return False
 
 
+def bf16_is_faster(device: torch.device | str) -> bool:
+    """Whether bf16 runs faster than fp32 on ``device``: a CUDA GPU that supports bf16, or a CPU with AMX tiles.
+
+    Native is not enough on a CPU: with AVX-512-BF16 but no AMX (a 2-core Xeon, 2026-12-03, torch 2.13) a
+    2048² bf16 matmul ran at 190 GFLOP/s against 268 in fp32, and ViT-Ti trained at 21 images/s in bf16
+    against 26 in fp32. AMX's tile units are what make CPU bf16 several times faster than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bf16_is_native(device) and "amx_bf16" in cpu_flags()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (empty where there is none: macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``; other names unchanged."""
+    """``auto`` -> ``bf16`` where the device computes it faster than fp32 (:func:`bf16_is_faster`), else
+    ``fp32``; other names unchanged."""
     if precision != "auto":
         return precision
-    return "bf16" if bf16_is_native(device) else "fp32"
+    return "bf16" if bf16_is_faster(device) else "fp32"
 
 
 def fused_adamw(params: Iterable[Any], **options: Any) -> torch.optim.AdamW:

@@ -88,11 +88,11 @@ class ViTConfig:
                     f"image {axis} {size} is not a multiple of the patch size {patch}; "
                     f"use an image size like {size // patch * patch or patch}"
                 )
-        if self.dim % self.heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
         for name in ("depth", "heads", "dim", "in_channels"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dim % self.heads:  # after the positivity check: heads=0 must not divide by zero
+            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
         for name in ("dropout", "attn_dropout", "drop_path"):

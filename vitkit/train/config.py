@@ -40,8 +40,9 @@ class TrainConfig:
     clip_grad: float = 1.0
     label_smoothing: float = 0.1
     precision: str = "auto"
-    """``bf16`` (autocast), ``fp32``, or ``auto``: bf16 where the device computes it natively (a bf16 GPU, a CPU
-    with AVX-512-BF16 / AMX), else fp32, since emulated bf16 is several times slower than fp32."""
+    """``bf16`` (autocast), ``fp32``, or ``auto``: bf16 where the device computes it faster than fp32 (a bf16
+    GPU, a CPU with AMX), else fp32: emulated bf16 is several times slower than fp32, and even AVX-512-BF16
+    without AMX is slower (``vitkit.fast.precision.bf16_is_faster``)."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
     crop: str = "rrc"
