@@ -99,13 +99,22 @@ def build_train_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
+def _tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
+    """Apply ``--heap`` (process-wide): called first, before any data or model is allocated."""
+    from ..fast.allocator import resolve_heap, tune_allocator
+
+    done = tune_allocator(resolve_heap(goal, grad_checkpointing))
+    if "refused" in done:
+        print(f"warning: heap {done}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train.loop import Trainer, resume_config
 
-    if args.resume:
-        trainer = Trainer(resume_config(args.resume), resume=True)
-    else:
-        trainer = Trainer(build_train_config(args))
+    # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
+    config = resume_config(args.resume) if args.resume else build_train_config(args)
+    _tune_heap(args.heap, config.grad_checkpointing)
+    trainer = Trainer(config, resume=bool(args.resume))
     summary = trainer.fit()
     if summary.get("interrupted"):
         return 130
@@ -125,6 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate_clips
     from ..train.tasks import VideoPreprocess
 
+    _tune_heap(args.heap)
     model, prep, class_names = _load_for_inference(args)
     video = isinstance(prep, VideoPreprocess)
     val = prep.eval_set(args.data) if video else _eval_set(args.data, prep.short_side)
@@ -204,6 +214,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..train.evaluate import predict_clip_logits, predict_logits, top_k
     from ..train.tasks import VideoPreprocess
 
+    _tune_heap(args.heap)
     model, prep, class_names = _load_for_inference(args)
     video = isinstance(prep, VideoPreprocess)
     wanted = is_video_file if video else is_image_file
@@ -244,6 +255,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
+    from ..fast.allocator import HEAP_GOALS
+
+    heap_help = ("glibc heap: speed keeps freed tensors for reuse, memory returns them at once, system leaves "
+                 "glibc's defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
     train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)")
     train.add_argument("--data", default=None,
                        help="PATH/{train,val}/<class>/* or PATH/<class>/*, or mnist-5k (the default); "
@@ -260,6 +275,7 @@ def register(add) -> None:
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                        help="override a model option, e.g. --model-arg depth=6 (repeatable)")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")
+    train.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
 
     evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image (or video) folder")
     evaluate.add_argument("run", help="run folder (or any vitkit model folder)")
@@ -270,6 +286,7 @@ def register(add) -> None:
     evaluate.add_argument("--merge", type=int, default=0, metavar="R",
                           help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     evaluate.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
+    evaluate.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
 
     predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run")
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
@@ -280,3 +297,4 @@ def register(add) -> None:
     predict.add_argument("--merge", type=int, default=0, metavar="R",
                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     predict.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
+    predict.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)

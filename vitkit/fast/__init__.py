@@ -6,11 +6,13 @@ Two speed-ups need no opting in, since they change no result: they are part of t
 [CLS]-only last block, in-place GELU and residual sums without autograd; ``models/layers.py``).
 """
 
+from .allocator import resolve_heap, tune_allocator
 from .checkpoint import checkpoint_blocks
 from .int8 import quantize_int8
 from .merge import use_token_merging
 from .precision import MasterWeights, bf16_is_native, fused_adamw, resolve_precision, to_bf16
 from .swap import use_fused_kernels, use_matmul_attention, use_plain_kernels
 
-__all__ = ["MasterWeights", "bf16_is_native", "checkpoint_blocks", "fused_adamw", "quantize_int8", "resolve_precision",
-           "to_bf16", "use_fused_kernels", "use_matmul_attention", "use_plain_kernels", "use_token_merging"]
+__all__ = ["MasterWeights", "bf16_is_native", "checkpoint_blocks", "fused_adamw", "quantize_int8", "resolve_heap",
+           "resolve_precision", "to_bf16", "tune_allocator", "use_fused_kernels", "use_matmul_attention",
+           "use_plain_kernels", "use_token_merging"]
