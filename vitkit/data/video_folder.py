@@ -46,12 +46,17 @@ def labelled_videos(folder: str | Path) -> tuple[list[str], list[Path], list[int
     return names, paths, labels
 
 
+MAX_FRAMES = 96
+"""Frames kept of each decoded video by default (evenly spaced): what training, eval and explain cut clips from."""
+
+
 class VideoFolder(torch.utils.data.Dataset):
     """Clips of the videos of one split. Every video is decoded once at construction (into ``cache``), so bad
     ones are found up front; training clips are random (frames, crop, flip), evaluation clips are central."""
 
     def __init__(self, paths: list[Path], labels: list[int], class_names: list[str], sampler: ClipSampler, *,
-                 train: bool, cache: DecodedCache | None = None, short_side: int = 128, max_frames: int | None = 96,
+                 train: bool, cache: DecodedCache | None = None, short_side: int = 128,
+                 max_frames: int | None = MAX_FRAMES,
                  seed: int = 0) -> None:
         self.class_names = class_names
         self.sampler = sampler

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 
 from ..data.video import BadVideo, ClipSampler, decode_video, min_frames
+from ..data.video_folder import MAX_FRAMES
 from ..errors import VitkitError
 from .image import DEFAULT_CROP
-
-MAX_FRAMES = 96  # VideoFolder's default max_frames: the frames eval / predict cut clips from
-
 
 def clip_preprocess(config: Any, meta: dict[str, Any]) -> Any:
     """How a video model wants its clips (a ``VideoPreprocess``): its config.json ``preprocess`` (written by

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -30,15 +30,24 @@ def _chunks(n: int, size: int) -> Iterator[range]:
 def predict_logits(model: nn.Module, data: ImageSet, prep: Preprocess, batch_size: int = 64, precision: str = "fp32",
                    desc: str | None = "evaluating") -> torch.Tensor:
     """Logits (fp32) for every image of ``data``, center-cropped as ``prep`` says."""
+    return _batched_logits(model, len(data), len(data.class_names), batch_size, precision, desc,
+                           lambda chunk: eval_batch([data.images[i] for i in chunk], prep))
+
+
+def _batched_logits(model: nn.Module, count: int, classes: int, batch_size: int, precision: str,
+                    desc: str | None, make_batch: Callable[[range], torch.Tensor],
+                    combine: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits) -> torch.Tensor:
+    """``combine(model(make_batch(chunk)))`` in fp32 for consecutive chunks of ``count`` items, with a progress
+    bar; ``combine`` may reduce a batch of views of one item to that item's row."""
     model.eval()
     device = next(model.parameters()).device
     outputs = []
-    batches = list(_chunks(len(data), batch_size))
-    for chunk in tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if desc is None else None, dynamic_ncols=True):
-        images = eval_batch([data.images[i] for i in chunk], prep).to(device)
+    for chunk in tqdm(list(_chunks(count, batch_size)), desc=desc, unit="batch", leave=False,
+                      disable=True if desc is None else None, dynamic_ncols=True):
+        inputs = make_batch(chunk).to(device)
         with autocast(precision, device):
-            outputs.append(model(images).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0, len(data.class_names))
+            outputs.append(combine(model(inputs).float()).cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, classes)
 
 
 def evaluate(model: nn.Module, data: ImageSet, prep: Preprocess, batch_size: int = 64,
@@ -61,22 +70,13 @@ def predict_clip_logits(model: nn.Module, data: Any, batch_size: int = 8, precis
                         views: tuple[int, int] | None = None, desc: str | None = "evaluating") -> torch.Tensor:
     """Logits for every video of ``data`` (a clip set with ``clip_at`` / ``views``): of its central clip, or,
     with ``views=(clips, crops)``, the log of the softmax averaged over that many views (multi-view testing)."""
-    model.eval()
-    device = next(model.parameters()).device
-    outputs = []
-    for chunk in tqdm(list(_chunks(len(data), batch_size)), desc=desc, unit="batch", leave=False,
-                      disable=True if desc is None else None, dynamic_ncols=True):
-        if views is None:
-            clips = torch.stack([data.clip_at(i, False, None) for i in chunk]).to(device)
-            with autocast(precision, device):
-                outputs.append(model(clips).float().cpu())
-            continue
-        for i in chunk:
-            stack = data.views(i, *views).to(device)
-            with autocast(precision, device):
-                probs = model(stack).float().softmax(dim=-1).mean(dim=0)
-            outputs.append(probs.clamp_min(1e-12).log().cpu()[None])
-    return torch.cat(outputs) if outputs else torch.empty(0, len(data.class_names))
+    classes = len(data.class_names)
+    if views is None:
+        return _batched_logits(model, len(data), classes, batch_size, precision, desc,
+                               lambda chunk: torch.stack([data.clip_at(i, False, None) for i in chunk]))
+    # One video's views form one batch; averaging probabilities (not logits) is the usual multi-view rule.
+    return _batched_logits(model, len(data), classes, 1, precision, desc, lambda chunk: data.views(chunk[0], *views),
+                           lambda logits: logits.softmax(dim=-1).mean(dim=0, keepdim=True).clamp_min(1e-12).log())
 
 
 def evaluate_clips(model: nn.Module, data: Any, batch_size: int = 8, precision: str = "fp32",
