@@ -4,15 +4,22 @@
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py --tiny     # a 1-minute smoke run
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/peers.py --sizes v1,v2 --update   # redo some
 
-Each (size, mode) group runs in a fresh process (``vitkit/bench/child.py`` says why), its candidates
-interleaved round-robin. Writes results.json, results.md and results.png to --out (benchmarks/results/). How
-each library is run in each mode is the table in ``vitkit/bench/recipes.py``; the blog's model is a reference row, not a peer (its
-attention runs across the batch, so it computes something else).
-"""
+What runs where: this process only coordinates. Each candidate of a (size, mode) group (vitkit, each peer, the
+blog's model, the matmul peak) is built once in a worker process of its own (this script with ``--worker SIZE
+MODE NAME``, ``vitkit/bench/worker.py``), and this process times the workers round-robin, one at a time, with
+the order rotated each round. Each peak-memory row is measured in a fresh child (``vitkit/bench/memory.py``).
+Why: process-wide state must not leak between libraries: vitkit's workers set up glibc's heap as ``vitkit
+predict`` / ``train`` do (``worker.VITKIT_HEAP``), the peers' keep glibc's defaults, and the ``vitkit
+default-heap`` row (vitkit with glibc's defaults) shows how much of vitkit's speed is the heap.
+
+Writes results.json, results.md and results.png to --out (benchmarks/results/). How each library is run in
+each mode is the table in ``vitkit/bench/recipes.py``; the blog's model is a reference row, not a peer (its
+attention runs across the batch, so it computes something else)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import sys
@@ -27,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vitkit  # noqa: E402
-from vitkit.bench import child, memory, report, suite  # noqa: E402
+from vitkit.bench import memory, report, suite, worker  # noqa: E402
 from vitkit.bench.recipes import peer_candidate, vitkit_candidate  # noqa: E402
+from vitkit.bench.worker import VITKIT_HEAP  # noqa: E402
 from vitkit.fast import bf16_is_native, checkpoint_blocks  # noqa: E402
 from vitkit.fast.merge import use_token_merging  # noqa: E402
 from vitkit.interop.timm import timm_kwargs  # noqa: E402
@@ -64,6 +72,8 @@ VIDEO_SIZES = {"v1": ("ViViT model 1", "spatiotemporal", "hf-vivit"),
                "v2": ("ViViT model 2", "factorised_encoder", "vit-pytorch-vivit")}
 VIDEO_MODES = ["infer-fp32", "infer-bf16", "train-fp32"]
 VIDEO_TARGETS = {"v1": 1.3, "v2": 1.1}
+
+DEFAULT_HEAP_ROW = "vitkit default-heap"  # the reference row: vitkit's "vitkit" candidate with glibc's defaults
 
 PEERS = ["timm", "hf-sdpa", "hf-eager", "vit-pytorch", "simple-vit", "hf-vivit", "vit-pytorch-vivit"]
 MODES = ["infer-fp32", "infer-bf16", "train-fp32", "train-bf16"]
@@ -131,17 +141,25 @@ def peer_builders(size: Size) -> dict[str, tuple[Callable[[], nn.Module], Callab
     }
 
 
+def vitkit_candidates(name: str, build: Callable[[], nn.Module], mode: str, batch: int, shape: tuple[int, ...],
+                      classes: int) -> list:
+    """vitkit's candidate with its heap (``VITKIT_HEAP``) and, for "vitkit", the same with glibc's defaults."""
+    tuned = dataclasses.replace(vitkit_candidate(name, build, mode, batch, shape, classes), heap=VITKIT_HEAP)
+    if name != "vitkit":
+        return [tuned]
+    return [tuned, vitkit_candidate(DEFAULT_HEAP_ROW, build, mode, batch, shape, classes)]
+
+
 def candidates(size: Size, mode: str, names: list[str], merge: int = 0) -> list:
-    """vitkit (plus, in fp32 inference, its int8 path and token merging of ``merge`` pairs per block) and the
-    named peers, for one size and mode."""
+    """vitkit with and without its heap (plus, in fp32 inference, its int8 path and token merging of ``merge``
+    pairs per block) and the named peers, for one size and mode."""
     shape = (3, size.image, size.image)
-    found = [vitkit_candidate("vitkit", vitkit_model(size), mode, size.batch, shape, size.classes)]
+    found = vitkit_candidates("vitkit", vitkit_model(size), mode, size.batch, shape, size.classes)
     if mode == "infer-fp32":
-        found.append(vitkit_candidate("vitkit int8", vitkit_model(size), "infer-int8", size.batch, shape,
-                                      size.classes))
+        found += vitkit_candidates("vitkit int8", vitkit_model(size), "infer-int8", size.batch, shape, size.classes)
     if mode == "infer-fp32" and merge:
         merged = lambda: use_token_merging(vitkit_model(size)(), merge)  # noqa: E731
-        found.append(vitkit_candidate(f"vitkit merge r={merge}", merged, mode, size.batch, shape, size.classes))
+        found += vitkit_candidates(f"vitkit merge r={merge}", merged, mode, size.batch, shape, size.classes)
     builders = peer_builders(size)
     for name in [n for n in names if n in builders]:  # the video peers have their own groups
         build, forward = builders[name]
@@ -150,7 +168,7 @@ def candidates(size: Size, mode: str, names: list[str], merge: int = 0) -> list:
 
 
 def video_candidates(key: str, mode: str) -> list:
-    """vitkit's ViViT (model 1 or 2) and its peer, at the VIDEO setting."""
+    """vitkit's ViViT (model 1 or 2, with and without its heap) and its peer, at the VIDEO setting."""
     from vitkit.models.vivit import VideoVisionTransformer
     from vitkit.models.vivit_config import ViViTConfig
 
@@ -175,7 +193,7 @@ def video_candidates(key: str, mode: str) -> list:
 
     hf_logits = lambda model: (lambda x: model(pixel_values=x.transpose(1, 2)).logits)  # noqa: E731  [B,T,C,H,W]
     build, forward = (hf_vivit, hf_logits) if peer == "hf-vivit" else (lucidrains_vivit, None)
-    return [vitkit_candidate("vitkit", lambda: VideoVisionTransformer(config), mode, VIDEO_BATCH, shape, 400),
+    return [*vitkit_candidates("vitkit", lambda: VideoVisionTransformer(config), mode, VIDEO_BATCH, shape, 400),
             peer_candidate(peer, build, mode, VIDEO_BATCH, shape, 400, forward=forward)]
 
 
@@ -249,7 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="merge into the results already in --out (groups measured now replace their namesakes)")
     parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
-    parser.add_argument("--group-child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("SIZE", "MODE", "NAME"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -266,10 +284,10 @@ def build_group(size_key: str, mode: str, args: argparse.Namespace) -> suite.Gro
                        peers=[n for n in names if n in PEERS], targets=TARGETS[mode][size_key], peak_dtype=dtype)
 
 
-def child_argv(args: argparse.Namespace, *child: str) -> list[str]:
-    """This script's command line for a child process that measures one group or one memory row."""
-    argv = [str(Path(__file__).resolve()), *child, "--rounds", str(args.rounds), "--min-seconds",
-            str(args.min_seconds), "--peers", args.peers, "--merge", str(args.merge)]
+def worker_argv(args: argparse.Namespace, size_key: str, mode: str, name: str) -> list[str]:
+    """This script's command line for the worker process of candidate ``name`` of a group."""
+    argv = [str(Path(__file__).resolve()), "--worker", size_key, mode, name, "--peers", args.peers, "--merge",
+            str(args.merge)]
     return argv + (["--tiny"] if args.tiny else [])
 
 
@@ -297,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         size_key, name = args.memory_child
         memory.report_here(memory_candidate(TINY if args.tiny else SIZES[size_key], name))
         return 0
-    if args.group_child:
-        size_key, mode = args.group_child
-        child.send(suite.run_group(build_group(size_key, mode, args), args.rounds, args.min_seconds))
+    if args.worker:
+        size_key, mode, name = args.worker
+        worker.serve(suite.find(build_group(size_key, mode, args), name))
         return 0
     names = [n for n in args.peers.split(",") if n]
     results = {"meta": metadata(args), "groups": [], "memory": []}
@@ -311,10 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = report.load(Path(args.out) / "results.json") if args.update else {}
     done_memory: set[str] = set()
     for size_key, mode in plan(args, skip):
-        group = child.run_child(child_argv(args, "--group-child", size_key, mode), echo=True)
-        if group is None:
-            raise SystemExit(f"peers.py: the {size_key} {mode} group failed (its error is above)")
-        results["groups"].append(group)
+        workers = worker.starter(lambda name: worker_argv(args, size_key, mode, name))  # noqa: B023 (used now)
+        results["groups"].append(suite.run_group(build_group(size_key, mode, args), args.rounds, args.min_seconds,
+                                                 log=lambda line: print(line, flush=True), start=workers))
         report.write_all(merged(previous, results), args.out)  # keep partial results if a later group fails
         wants_memory = not args.no_memory and size_key in args.memory_sizes.split(",") and size_key in SIZES
         if wants_memory and size_key not in done_memory:

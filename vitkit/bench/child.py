@@ -1,8 +1,12 @@
-"""Run one measurement in a fresh Python process and get its result back as JSON.
+"""Fresh Python processes for the benchmark: one-shot children that send one JSON result back (peak memory),
+and the environment the benchmark's worker processes (``worker.py``) start in.
 
-Why: a long benchmark leaves the parent's allocator fragmented by everything it ran before, which slows later
-groups by up to 20% (measured: ViViT Model 1 at the end of a full run against the same models alone). A fresh
-process per group (and per memory measurement) makes each result independent of the order of the run.
+What runs where: ``benchmarks/peers.py`` (and ``vitkit bench``) only coordinates; each candidate of a group is
+built and timed in a worker process of its own, and each peak-memory row is measured by a child of its own.
+Why: process-wide state leaks between whatever shares a process. A long benchmark left one process's allocator
+fragmented by everything it ran before, which slowed later groups by up to 20% (measured: ViViT Model 1 at the
+end of a full run against the same models alone), and vitkit's heap setting (``vitkit.fast.tune_allocator``)
+must apply to vitkit alone, not to the peers timed next to it.
 """
 
 from __future__ import annotations
@@ -17,30 +21,30 @@ from typing import Any
 MARKER = "VITKIT_CHILD_RESULT "
 
 
+def environment() -> dict[str, str]:
+    """This process's environment with this vitkit first on PYTHONPATH, so a child imports the same code."""
+    repo = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+
+
 def send(result: Any) -> None:
     """The child side: print ``result`` on one marked line."""
     print(MARKER + json.dumps(result), flush=True)
 
 
-def run_child(argv: list[str], timeout: float = 3600, echo: bool = False) -> Any | None:
-    """Run ``python ARGV`` and return what it :func:`send`-s, or None (its stderr tail is shown then).
-    With ``echo``, the child's other output lines are printed as they come (progress)."""
-    repo = str(Path(__file__).resolve().parents[2])  # so the child imports this same vitkit
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+def run_child(argv: list[str], timeout: float = 3600) -> Any | None:
+    """Run ``python ARGV`` and return what it :func:`send`-s, or None (its stderr tail is shown then)."""
     result = None
     with subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env) as child:
+                          env=environment()) as child:
         try:
-            for line in child.stdout:  # type: ignore[union-attr]
-                if line.startswith(MARKER):
-                    result = json.loads(line[len(MARKER):])
-                elif echo:
-                    print(line, end="", flush=True)
-            stderr = child.stderr.read()  # type: ignore[union-attr]
-            child.wait(timeout=timeout)
+            stdout, stderr = child.communicate(timeout=timeout)
         except BaseException:
             child.kill()
             raise
+    for line in stdout.splitlines():
+        if line.startswith(MARKER):
+            result = json.loads(line[len(MARKER):])
     if result is None:
         sys.stderr.write(stderr[-2000:])
     return result

@@ -17,7 +17,8 @@ from . import child
 from .timing import Candidate
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
+    """A memory figure of this process (VmRSS, VmHWM, ...) from ``/proc/self/status`` (Linux), in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -29,7 +30,7 @@ def reset_peak() -> int:
     """Reset the resident-set high-water mark to the current resident set; returns that baseline in bytes."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _status_bytes("VmRSS")
+    return status_bytes("VmRSS")
 
 
 def measure_here(candidate: Candidate, device: str = "cpu", steps: int = 2) -> int:
@@ -45,7 +46,7 @@ def measure_here(candidate: Candidate, device: str = "cpu", steps: int = 2) -> i
     step, _ = candidate.setup()
     for _ in range(steps):
         step()
-    return _status_bytes("VmHWM") - baseline
+    return status_bytes("VmHWM") - baseline
 
 
 def report_here(candidate: Candidate, device: str = "cpu") -> None:

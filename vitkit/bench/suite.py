@@ -1,5 +1,6 @@
 """A benchmark group (one model size, one mode): time vitkit, its peers and the matmul peak interleaved, then
-derive medians, the ratio to the best peer and MFU. Shared by ``vitkit bench`` and ``benchmarks/peers.py``."""
+derive medians, the ratio to the best peer and MFU. Shared by ``vitkit bench`` and ``benchmarks/peers.py``, which
+run each candidate in a worker process of its own (``start=worker.starter(...)``, see ``worker.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .timing import Candidate, Samples, interleave
+from .timing import Candidate, InProcess, Runner, Samples, interleave
 from .workloads import matmul_peak
 
 
@@ -27,11 +28,26 @@ class Group:
     device: str = "cpu"
 
 
-def run_group(group: Group, rounds: int, min_seconds: float, log: Callable[[str], None] = print) -> dict:
-    """Measure ``group`` and return its results as plain data (JSON-ready)."""
+def timed(group: Group) -> list[Candidate]:
+    """What :func:`run_group` times: the matmul peak, then the group's candidates."""
+    return [matmul_peak(group.peak_dtype, group.device), *group.candidates]
+
+
+def find(group: Group, name: str) -> Candidate:
+    """The candidate called ``name`` among those ``group`` times (what a worker process builds)."""
+    for candidate in timed(group):
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no candidate {name!r} in the {group.model} {group.mode} group")
+
+
+def run_group(group: Group, rounds: int, min_seconds: float, log: Callable[[str], None] = print,
+              start: Callable[[Candidate], Runner] = InProcess) -> dict:
+    """Measure ``group`` (``start`` says where each candidate runs) and return its results as plain data."""
     log(f"{group.model} {group.mode} (batch {group.batch}, {rounds} rounds)")
-    peak = matmul_peak(group.peak_dtype, group.device)
-    samples = interleave([peak, *group.candidates], rounds, min_seconds, log=log)
+    candidates = timed(group)
+    peak = candidates[0]
+    samples = interleave(candidates, rounds, min_seconds, log=log, start=start)
     peak_flops = samples[0].median
     rows = [_row(s, peak_flops) for s in samples[1:]]
     result = {"model": group.model, "mode": group.mode, "batch": group.batch, "device": group.device,

@@ -2,7 +2,9 @@
 model without vitkit's [CLS]-only last block, with default AdamW, fp32 for int8).
 
 The peer comparison (timm, transformers, vit-pytorch) is ``benchmarks/peers.py`` in the peers environment;
-both use the same measuring code (``vitkit.bench``).
+both use the same measuring code (``vitkit.bench``): each candidate in a worker process of its own (``vitkit
+bench ... --worker MODE NAME``), vitkit's with the heap ``vitkit predict`` / ``train`` set up by default
+(``bench.worker.VITKIT_HEAP``), plain PyTorch's with glibc's defaults.
 """
 
 from __future__ import annotations
@@ -20,34 +22,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..bench import report, suite
-    from ..bench.recipes import peer_candidate, vitkit_candidate
+    from ..bench import report, suite, worker
     from ..errors import VitkitError
-    from ..models import get_config, get_spec
 
+    if args.worker:  # one candidate of the run below, in a process of its own
+        mode, name = args.worker
+        worker.serve(suite.find(_group(args, mode), name))
+        return 0
     modes = args.modes.split(",") if args.modes else default_modes()
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise VitkitError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
+                        "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
+                        "min_seconds_per_sample": args.min_seconds}, "groups": []}
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    for mode in modes:
+        argv = ["-m", "vitkit", "bench", "--model", args.model, "--batch", str(args.batch), "--worker", mode]
+        start = worker.starter(lambda name: [*argv, name])  # noqa: B023 (used at once)
+        results["groups"].append(suite.run_group(_group(args, mode), args.rounds, args.min_seconds, log, start))
+    paths = report.write_all(results, args.out)
+    print(report.markdown(results))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _group(args: argparse.Namespace, mode: str):
+    """vitkit's model with its fast paths for ``mode`` against the same model run the plain PyTorch way."""
+    import dataclasses
+
+    import torch
+
+    from ..bench import suite
+    from ..bench.recipes import peer_candidate, vitkit_candidate
+    from ..bench.worker import VITKIT_HEAP
+    from ..models import get_config, get_spec
+
     config = get_config(args.model)
     build = lambda: get_spec(args.model).build(config)  # noqa: E731
     plain = lambda: _without_shortcuts(build())  # noqa: E731
     shape = (config.in_channels, *config.image_size)
     classes = max(config.num_classes, 1)
-    results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "rounds": args.rounds, "min_seconds_per_sample": args.min_seconds}, "groups": []}
-    for mode in modes:
-        plain_mode = "infer-fp32" if mode == "infer-int8" else mode
-        candidates = [vitkit_candidate("vitkit", build, mode, args.batch, shape, classes),
-                      peer_candidate("plain pytorch", plain, plain_mode, args.batch, shape, classes)]
-        group = suite.Group(args.model, mode, args.batch, candidates, peers=["plain pytorch"],
-                            targets={"vitkit": 1.0}, peak_dtype=torch.bfloat16 if mode.endswith("bf16")
-                            else torch.float32)
-        results["groups"].append(suite.run_group(group, args.rounds, args.min_seconds))
-    paths = report.write_all(results, args.out)
-    print(report.markdown(results))
-    print("wrote " + ", ".join(map(str, paths)))
-    return 0
+    plain_mode = "infer-fp32" if mode == "infer-int8" else mode
+    candidates = [
+        dataclasses.replace(vitkit_candidate("vitkit", build, mode, args.batch, shape, classes), heap=VITKIT_HEAP),
+        peer_candidate("plain pytorch", plain, plain_mode, args.batch, shape, classes),
+    ]
+    return suite.Group(args.model, mode, args.batch, candidates, peers=["plain pytorch"], targets={"vitkit": 1.0},
+                       peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
 
 
 def default_modes() -> list[str]:
@@ -76,3 +98,4 @@ def register(add) -> None:
     bench.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default 5)")
     bench.add_argument("--min-seconds", type=float, default=1.0, help="minimum seconds per sample (default 1)")
     bench.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json/.md/.png")
+    bench.add_argument("--worker", nargs=2, metavar=("MODE", "NAME"), help=argparse.SUPPRESS)
