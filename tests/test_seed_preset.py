@@ -76,7 +76,9 @@ def test_seed_equals_the_blog_model(blog_and_seed) -> None:
     images = torch.randn(3, 3, 224, 224)
     with torch.no_grad():
         diff = (seed(images) - blog(images)).abs().max().item()
-    assert diff <= 1e-6, f"seed differs from the blog's model by {diff:.2e}"
+    # 1e-5: SDPA and nn.MultiheadAttention sum in different orders (1.3e-6 seen with AVX-512 kernels); the
+    # blog's defects, were they not reproduced, would differ by orders of magnitude more.
+    assert diff <= 1e-5, f"seed differs from the blog's model by {diff:.2e}"
 
 
 def _batch_and_changed(size=(224, 224)) -> tuple[torch.Tensor, torch.Tensor]:

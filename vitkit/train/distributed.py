@@ -65,9 +65,14 @@ def _env_int(name: str, default: int) -> int:
         raise VitkitError(f"environment variable {name}={value!r} is not an integer; start with torchrun") from None
 
 
-def stop(group: Group) -> None:
-    """Leave the process group (after the last collective)."""
+def stop(group: Group, finished: bool = True) -> None:
+    """Leave the process group (after the last collective). ``finished``: every rank got here the normal way, so
+    they first wait for each other: rank 0 writes checkpoints after the last collective, and a rank that tears its
+    gloo connections down meanwhile can make the other abort (SIGABRT seen under load). After an error no rank
+    waits (the others may never arrive)."""
     if group.active and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -240,6 +240,7 @@ class Trainer:
         board = report.TensorBoard(self.run_dir, purge_step=self.global_step) if self.group.main else _NoBoard()
         start, steps_done = time.monotonic(), 0
         self._print_start()
+        finished = False  # False while an exception unwinds: then no rank waits for the others
         try:
             with _StopRequest() as stop:
                 while self.epoch < c.epochs:
@@ -250,15 +251,17 @@ class Trainer:
                         reason = f"signal {stop.signal}" if stop.signal else "stop requested"
                         self._log(f"{reason}: saved {self.run_dir} at epoch {self.epoch + 1} step {self.step}; "
                                   f"continue with `vitkit train --resume {self.run_dir}`")
+                        finished = True
                         return {"interrupted": True, "epoch": self.epoch, "step": self.step}
                     self._end_epoch(train_stats, time.monotonic() - start, board)
                     late = c.time_limit is not None and time.monotonic() - start > c.time_limit * 60
                     if distributed.any_true(late, self.group, self.device):
                         self._log(f"time limit of {c.time_limit} min reached after epoch {self.epoch}")
                         break
+            finished = True
         finally:
             board.close()
-            distributed.stop(self.group)
+            distributed.stop(self.group, finished)
         if not self.group.main:
             return {"rank": self.group.rank, "epochs_done": self.epoch}
         return self._finish(time.monotonic() - start)
