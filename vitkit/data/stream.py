@@ -23,10 +23,10 @@ import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import VitkitError
 from .decode import BadImage
@@ -108,8 +108,11 @@ class FileImages:
     def __getitem__(self, index: int) -> torch.Tensor:
         """uint8 [3, h, w]; raises BadImage (after recording it for :func:`take_skipped`)."""
         reading(self.paths[index])
+        return self._decode(index, self.paths[index])
+
+    def _decode(self, index: int, source: str | bytes) -> torch.Tensor:
         try:
-            return load_for_model(self.paths[index], self.short_side)
+            return load_for_model(source, self.short_side)
         except BadImage as error:
             _found_bad.append((self.paths[index], str(error)))
             raise
@@ -179,9 +182,11 @@ class StepBatch:
     inputs: torch.Tensor
     targets: torch.Tensor
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    """Names of the samples (shards), for tests and logs."""
 
     def pin_memory(self) -> "StepBatch":
-        return StepBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.skipped)
+        return StepBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.skipped, self.keys)
 
 
 @dataclass
@@ -193,11 +198,19 @@ class _Failed:
     user_error: bool
 
 
+def failure(error: Exception) -> "_Failed":
+    """What a worker hands back instead of a batch when building it raised: the file it was on and why."""
+    path = _current[0].path_of(os.getpid()) if _current is not None else None
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    user = isinstance(error, VitkitError)
+    return _Failed(path, reason if user else f"{type(error).__name__}: {reason}", user)
+
+
 class _Steps(Dataset):
     """Map-style: item (epoch, step) -> ``build(epoch, step)``; failures come back as values, not tracebacks."""
 
-    def __init__(self, build: Callable[[int, int], Any], slots: WorkerSlots) -> None:
-        self.build, self.slots = build, slots
+    def __init__(self, build: Callable[[int, int], Any]) -> None:
+        self.build = build
 
     def __len__(self) -> int:  # DataLoader never needs it: the sampler says which items to build
         return 0
@@ -206,12 +219,14 @@ class _Steps(Dataset):
         try:
             return self.build(*key)
         except Exception as error:  # noqa: BLE001 - reported in the main process with the file's name
-            path = None
-            if _current is not None:
-                path = _current[0].path_of(os.getpid())
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return _Failed(path, reason if isinstance(error, VitkitError) else f"{type(error).__name__}: {reason}",
-                           isinstance(error, VitkitError))
+            return failure(error)
+
+
+class EpochStream(IterableDataset):
+    """An iterable source of one epoch's batches from ``first_step`` on (shards); set before each pass."""
+
+    epoch: int = 0
+    first_step: int = 0
 
 
 class _Keys:
@@ -230,21 +245,27 @@ class _Keys:
 class StepLoader:
     """``build(epoch, step)`` in ``workers`` processes (0: in this process), in step order, prefetched."""
 
-    def __init__(self, build: Callable[[int, int], Any], workers: int, *, pin_memory: bool = False,
-                 prefetch: int = 2, persistent: bool = True) -> None:
+    def __init__(self, build: Callable[[int, int], Any] | EpochStream, workers: int, *, pin_memory: bool = False,
+                 prefetch: int = 2) -> None:
         self.workers = workers
         self.slots = WorkerSlots(workers)
         self._keys = _Keys()
+        self.stream = build if isinstance(build, EpochStream) else None
         options: dict[str, Any] = {}
         if workers > 0:
             context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-            options = dict(prefetch_factor=prefetch, persistent_workers=persistent, multiprocessing_context=context,
-                           worker_init_fn=_WorkerInit(self.slots))
-        self.loader = DataLoader(_Steps(build, self.slots), batch_size=None, sampler=self._keys, num_workers=workers,
-                                 pin_memory=pin_memory, collate_fn=_identity, **options)
+            # An epoch stream's workers read the epoch they are started for: they start again each epoch.
+            options = dict(prefetch_factor=prefetch, persistent_workers=self.stream is None,
+                           multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots))
+        if self.stream is None:
+            options["sampler"] = self._keys
+        self.loader = DataLoader(self.stream or _Steps(build), batch_size=None,  # type: ignore[arg-type]
+                                 num_workers=workers, pin_memory=pin_memory, collate_fn=_identity, **options)
 
-    def batches(self, epoch: int, steps: Iterable[int]) -> Iterator[Any]:
+    def batches(self, epoch: int, steps: range) -> Iterator[Any]:
         """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError."""
+        if self.stream is not None:
+            self.stream.epoch, self.stream.first_step = epoch, steps.start
         self._keys.keys = [(epoch, step) for step in steps]
         iterator = iter(self.loader)
         while True:
