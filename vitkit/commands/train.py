@@ -34,7 +34,11 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--cutmix", float, "cutmix alpha (0: off)"),
     ("--ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
     ("--seed", int, "random seed; the same seed repeats a run exactly on CPU"),
-    ("--workers", int, "data loading threads for decoding"),
+    ("--workers", int, "loader worker processes per training process (default: the cores left after one per "
+                       "process, at most 16; 0 builds batches in the training process)"),
+    ("--cache", str, "image folders: auto (default; in memory when the decoded set fits 1/4 of the available "
+                     "memory), ram or none (read the files at every use)"),
+    ("--val-data", str, "val shards, e.g. 'shards/val-{000000..000009}.tar' (default: the val split of --data)"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--time-limit", float, "stop after this many minutes of training"),
     ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),

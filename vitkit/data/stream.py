@@ -81,6 +81,10 @@ def _init_worker(slots: WorkerSlots, worker: int) -> None:
     global _current
     _current = (slots, worker)
     slots.claim(worker)
+    # Ctrl-C (and a TERM sent to the process group) is the training process's to handle: it saves at the next
+    # step boundary and then stops the workers itself (they also exit when it is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --- a folder decoded on demand -----------------------------------------------------------------------------
@@ -259,8 +263,11 @@ class StepLoader:
                            multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots))
         if self.stream is None:
             options["sampler"] = self._keys
+        # Its own generator: starting workers must not draw from the global RNG, which training uses (drop
+        # path) and checkpoints, or a resumed run would diverge from an uninterrupted one.
         self.loader = DataLoader(self.stream or _Steps(build), batch_size=None,  # type: ignore[arg-type]
-                                 num_workers=workers, pin_memory=pin_memory, collate_fn=_identity, **options)
+                                 num_workers=workers, pin_memory=pin_memory, collate_fn=_identity,
+                                 generator=torch.Generator().manual_seed(0), **options)
 
     def batches(self, epoch: int, steps: range) -> Iterator[Any]:
         """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError."""
