@@ -197,3 +197,44 @@ class ShardTask(_StreamedImageTask):
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
         source = ShardEval(self.val_shards, self.prep)
         return self._note_skipped(evaluate_stream(model, source, self.workers, self.class_names, precision))
+
+
+class StreamedEvalSet:
+    """The labelled images ``vitkit eval --data`` names (a folder's val split or class folders, or shards),
+    evaluated one batch at a time in worker processes; ``skipped`` is filled by :meth:`evaluate`."""
+
+    def __init__(self, data: str, prep: Preprocess, batch_size: int = EVAL_BATCH) -> None:
+        from ..data.folders import VAL_NAMES, class_folders
+        from ..data.shards import is_shard_spec
+
+        self.skipped: list[tuple[str, str]] = []
+        if is_shard_spec(data):
+            shards = open_shards(data, "val")
+            self.class_names, self.source = shards.class_names, ShardEval(shards, prep, batch_size)
+            return
+        root = Path(data)
+        root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
+        files = class_folders(root)
+        self.class_names = sorted(files)
+        paths = [p for n in self.class_names for p in files[n]]
+        labels = [i for i, n in enumerate(self.class_names) for _ in files[n]]
+        self.source = FolderEval(FileImages(paths, prep.short_side), labels, prep, batch_size)
+
+    def evaluate(self, model: nn.Module, workers: int, precision: str = "fp32") -> dict[str, Any]:
+        metrics = evaluate_stream(model, self.source, workers, self.class_names, precision)
+        self.skipped = [(s["path"], s["reason"]) for s in metrics["skipped"]]
+        return metrics
+
+
+def predict_files(model: nn.Module, paths: list[Path], prep: Preprocess, workers: int, batch_size: int = EVAL_BATCH,
+                  precision: str = "fp32") -> Iterator[tuple[list[str], torch.Tensor, list[tuple[str, str]]]]:
+    """(paths, logits, skipped) one batch at a time for image files, decoded in worker processes: predicting
+    any number of files holds one batch of them at a time."""
+    source = FolderEval(FileImages(paths, prep.short_side), [0] * len(paths), prep, batch_size)
+    loader = StepLoader(source, workers)
+    try:
+        for batch in loader.batches(0, source.chunks()):
+            logits, _, names, skipped = stream_logits(model, iter([batch]), precision, desc=None)
+            yield names, logits, skipped
+    finally:
+        loader.close()
