@@ -121,3 +121,11 @@ def test_default_workers_leave_a_core_to_each_training_process() -> None:
     cores = len(os.sched_getaffinity(0))
     assert stream.default_workers() == max(1, min(16, cores - 1))
     assert stream.default_workers(processes_per_machine=cores) == 1
+
+
+def test_without_workers_a_decoder_bug_is_raised_as_itself_with_its_traceback(folder, monkeypatch) -> None:
+    _, streamed = _sets(folder)
+    poison = Path(streamed.paths[2]).name
+    monkeypatch.setattr(stream, "load_for_model", _poisoned(images_module.load_for_model, poison, "raise"))
+    with pytest.raises(ZeroDivisionError, match="decoder bug"):
+        list(stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=0).batches(0, range(2)))

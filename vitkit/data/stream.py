@@ -203,8 +203,11 @@ class _Failed:
 
 
 def failure(error: Exception) -> "_Failed":
-    """What a worker hands back instead of a batch when building it raised: the file it was on and why."""
-    path = _current[0].path_of(os.getpid()) if _current is not None else None
+    """What a worker hands back instead of a batch when building it raised: the file it was on and why.
+    Outside a worker (``--workers 0``) the error itself is raised again, with its traceback."""
+    if _current is None:
+        raise error
+    path = _current[0].path_of(os.getpid())
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     user = isinstance(error, VitkitError)
     return _Failed(path, reason if user else f"{type(error).__name__}: {reason}", user)
@@ -287,7 +290,7 @@ class StepLoader:
                 if item.user_error:
                     raise VitkitError(item.error)
                 raise VitkitError(f"a data loader worker failed{where}: {item.error}; remove or repair the file "
-                                  "(--workers 0 shows the full error)")
+                                  "(with --workers 0 the error happens in this process, VITKIT_DEBUG=1 shows it)")
             yield item
 
     def _worker_died(self, error: RuntimeError, iterator: Any) -> Exception:
@@ -303,8 +306,7 @@ class StepLoader:
                 how = f"killed by {signal.Signals(-worker.exitcode).name}"
         where = f" while reading {paths[0]}" if paths else ""
         return VitkitError(f"a data loader worker died ({how}){where}; remove or repair that file, or give the "
-                           "machine more memory if it was killed for memory (--workers 0 shows the error in this "
-                           "process)")
+                           "machine more memory if it was killed for memory (--workers 0 decodes in this process)")
 
     def close(self) -> None:
         """Stop the worker processes (persistent workers otherwise live until the loader is collected)."""
