@@ -126,3 +126,16 @@ def test_sizes_parse_and_bad_sizes_are_one_clear_error() -> None:
     for bad in ("big", "0MB", "-1GB"):
         with pytest.raises(VitkitError, match="--shard-size"):
             parse_size(bad)
+
+
+def test_a_brace_pattern_names_the_same_shards_as_the_folder_and_needs_the_index(written, tmp_path) -> None:
+    _, out = written
+    by_folder = open_shards(str(out), "train")
+    last = len(by_folder.urls) - 1
+    by_pattern = open_shards(str(out / f"train-{{000000..{last:06d}}}.tar"))
+    assert by_pattern == by_folder
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "train-000000.tar").write_bytes((out / "train-000000.tar").read_bytes())
+    with pytest.raises(VitkitError, match="no index.json next to"):
+        open_shards(str(lone / "train-{000000..000000}.tar"))

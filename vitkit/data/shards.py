@@ -75,12 +75,12 @@ def open_shards(spec: str, split: str = "train") -> ShardSet:
     if not urls:
         raise VitkitError(f"{spec} names no shards; give a pattern like shards/train-{{000000..000127}}.tar")
     folder = Path(urls[0]).parent
-    index = _read_index(folder / INDEX_FILE) if (folder / INDEX_FILE).is_file() else None
-    known = {e["name"]: int(e["count"]) for s in (index or {}).get("splits", {}).values() for e in s}
-    counts = [known[Path(u).name] if Path(u).name in known else _count_samples(u) for u in urls]
-    if index is None:
+    if not (folder / INDEX_FILE).is_file():
         raise VitkitError(f"no {INDEX_FILE} next to {urls[0]} to name the classes; write the shards with "
                           "`vitkit shard` or add an index.json with a \"classes\" list")
+    index = _read_index(folder / INDEX_FILE)
+    known = {e["name"]: int(e["count"]) for s in index["splits"].values() for e in s}
+    counts = [known[Path(u).name] if Path(u).name in known else _count_samples(u) for u in urls]
     return ShardSet(urls, counts, list(index["classes"]))
 
 
