@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import ViTConfig
+from .seed import SEED
 from .vit import VisionTransformer
 from .vivit import VideoVisionTransformer
 from .vivit_config import VARIANT_NUMBERS, ViViTConfig
@@ -109,15 +110,10 @@ def _register_vits() -> None:
             f"vit_{size}{patch}", ViTConfig(patch_size=patch, dim=dim, depth=depth, heads=heads), VisionTransformer,
             f"ViT-{_SIZE_NAMES[size]}/{patch} at 224 px, as in the ViT paper and timm",
         )
-    # The blog's model, defects included (see docs/seed.md). Depth, heads and MLP size are not stated in the
-    # post; we take ViT-B's 12 / 12 / 3072.
-    seed = ViTConfig(
-        num_classes=2, norm="post", pos_embed="learned_patches", attn_dropout=0.1, attention_axis="batch",
-        norm_eps=1e-5,
-    )
-    register("seed", seed, VisionTransformer,
+    # The blog's model, defects included (see docs/seed.md and seed.py).
+    register("seed", SEED, VisionTransformer,
              "the blog's model exactly: post-norm, pos-embed before [CLS], attention across the batch (a defect)")
-    register("seed_fixed", seed.replace(attention_axis="tokens"), VisionTransformer,
+    register("seed_fixed", SEED.replace(attention_axis="tokens"), VisionTransformer,
              "the blog's model with attention over the tokens of each image (batch-mixing defect fixed)")
     # The embedded demo's model: 28x28 digits in 4x4 patches of 7x7 pixels.
     register("vit_mnist", ViTConfig(image_size=28, patch_size=7, dim=128, depth=6, heads=4, num_classes=10),
