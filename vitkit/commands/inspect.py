@@ -30,7 +30,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .. import summarize_model
+    from ..analysis.summary import summarize_model
 
     summary = summarize_model(args.model, input_size=args.input_size, batch=args.batch)
     print(summary.to_json() if args.json else summary.to_table())
