@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import max_diff, randomize_, run_cli
 from safetensors.torch import load_file, save_file
 
 import vitkit
@@ -26,20 +26,8 @@ TIMM_CONFIGS = {
 }
 
 
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter, so zero-initialised heads and biases cannot hide a mapping error."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
 def save_timm(model: torch.nn.Module, path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("name", list(TIMM_CONFIGS))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .analysis import Summary, summarize
-from .analysis.summary import input_overrides, summarize_model
+from .analysis.summary import summarize_model
 from .errors import ConfigError, VitkitError
 from .interop.load import load
 from .models import (

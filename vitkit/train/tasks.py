@@ -184,7 +184,7 @@ def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> 
         raise VitkitError(f"--data {data} does not exist; give a folder PATH/{{train,val}}/<class>/<video files> "
                           f"or {moving_digits.NAME!r}")
     names, splits = find_videos(data)
-    sets = [VideoFolder(*splits[split], names, sampler, train=split == "train", short_side=short_side, seed=seed)
+    sets = [VideoFolder(*splits[split], names, sampler, train=split == "train", short_side=short_side)
             for split in ("train", "val")]
     for split, found in zip(("train", "val"), sets):
         if not len(found):
