@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
