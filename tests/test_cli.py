@@ -13,7 +13,7 @@ from conftest import REPO, run_cli
 from vitkit.cli import build_parser
 
 # Options of other programs that vitkit's messages name (pip, torchrun).
-OTHER_PROGRAMS = {"--no-deps", "--nproc-per-node"}
+OTHER_PROGRAMS = {"--no-deps", "--force-reinstall", "--nproc-per-node"}
 # Named in messages, added by issue 17's --init normalisation and --device work (another branch); remove them
 # from here once those flags exist, and the test then checks them as well.
 PENDING = {"--mean", "--std", "--device"}
