@@ -305,7 +305,7 @@ def register(add) -> None:
                  "glibc's defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
     train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)",
                 ["vitkit train                                  # the embedded MNIST-5k digits, ~97% in minutes",
-                 "vitkit train --data pets/ --model vit_s16 --init timm:vit_small_patch16_224.augreg_in21k "
+                 "vitkit train --data pets/ --model vit_s16 --init timm:vit_small_patch16_224 "
                  "--epochs 10 --lr 1e-4 --out runs/pets",
                  "vitkit train --resume runs/pets               # continue a stopped run",
                  "vitkit train --task video --data moving-digits --out runs/digits",
