@@ -144,8 +144,10 @@ def test_sigkill_at_ten_random_points_then_resume_gives_the_uninterrupted_weight
     menu = {"step": 4, "save": 5, "sync": 6, "eval": 1}
     log, kills, finished = [], 0, 0
 
-    def start_or_resume() -> list[str]:  # killed before its first checkpoint, a run starts again
-        return ["train", "--resume", str(run)] if ckpt.has_checkpoint(run) else ["train", *common, "--out", str(run)]
+    def start_or_resume() -> list[str]:  # killed before its first checkpoint, a run starts again (over its files)
+        if ckpt.has_checkpoint(run):
+            return ["train", "--resume", str(run)]
+        return ["train", *common, "--out", str(run), "--overwrite"]
 
     def finish_and_compare() -> None:
         nonlocal finished

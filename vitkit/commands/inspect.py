@@ -40,10 +40,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
-    models = add("models", cmd_models, "list every registered model with its parameters, GMACs and GFLOPs")
+    models = add("models", cmd_models, "list every registered model with its parameters, GMACs and GFLOPs",
+                 ["vitkit models", "vitkit models --json"])
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    summary = add("summary", cmd_summary, "layer-by-layer dry run: output shape, parameters and FLOPs of each stage")
+    summary = add("summary", cmd_summary, "layer-by-layer dry run: output shape, parameters and FLOPs of each stage",
+                  ["vitkit summary vit_b16", "vitkit summary vit_b16 --input-size 3x384x384 --batch 8",
+                   "vitkit summary vivit_b16x2 --json"])
     summary.add_argument("model", help="a registered model name (see `vitkit models`)")
     summary.add_argument("--input-size", type=size, default=None, metavar="CxHxW",
                          help="input size, e.g. 3x224x224, or CxTxHxW for video models, e.g. 3x16x224x224 "
