@@ -1,4 +1,5 @@
-"""Shared test helpers: where the real data lives, and how to run the CLI as a user would."""
+"""Shared test helpers: where the real data lives, how to run the CLI as a user would, and the weight
+perturbation and difference that the peer-parity tests use."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VITKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def randomize_(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every parameter in place (and set eval mode): zero-initialised heads and biases (torchvision's
+    head, for one) would otherwise make any logits agree and hide a mapping error."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest absolute element-wise difference."""
+    return (a - b).abs().max().item()
 
 
 def shared_data(name: str) -> Path:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import max_diff, randomize_
 import vitkit
 from vitkit.interop.save import save_as
 
@@ -24,14 +25,6 @@ HF_CONFIGS = {
 }
 
 
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter, so zero-initialised biases cannot hide a mapping error."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
 def hf_config(name: str, **changes) -> "transformers.ViTConfig":
     return transformers.ViTConfig(**{**HF_CONFIGS[name], **changes})
 
@@ -39,10 +32,6 @@ def hf_config(name: str, **changes) -> "transformers.ViTConfig":
 def images_for(name: str, batch: int = 3) -> torch.Tensor:
     size = HF_CONFIGS[name]["image_size"]
     return torch.randn(batch, 3, size, size)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("name", list(HF_CONFIGS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import max_diff, randomize_, run_cli
 from safetensors.torch import load_file, save_file
 
 import vitkit
@@ -26,20 +26,8 @@ TIMM_CONFIGS = {
 }
 
 
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter, so zero-initialised heads and biases cannot hide a mapping error."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
 def save_timm(model: torch.nn.Module, path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("name", list(TIMM_CONFIGS))
@@ -133,3 +121,15 @@ def test_timm_hub_names_offline_give_a_one_line_error(tmp_path, monkeypatch) -> 
     assert result.returncode == 2
     assert "could not download" in result.stderr and "pass the file's path" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_default_pretrained_tags_are_timms() -> None:
+    """``timm:NAME`` / ``pretrained=True`` pick the weights timm's ``create_model(NAME, pretrained=True)`` picks."""
+    from timm.models import get_pretrained_cfg
+
+    from vitkit.interop.hub import TIMM_DEFAULT_TAGS, hub_repo
+
+    for name, tag in TIMM_DEFAULT_TAGS.items():
+        cfg = get_pretrained_cfg(name)
+        assert cfg.tag == tag, name
+        assert hub_repo(f"timm:{name}") == cfg.hf_hub_id

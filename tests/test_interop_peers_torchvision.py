@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import max_diff, randomize_
 import vitkit
 from vitkit.interop.save import save_as
 
@@ -24,18 +25,6 @@ TV_CONFIGS = {
     "d128_p14": dict(image_size=56, patch_size=14, num_layers=2, num_heads=8, hidden_dim=128, mlp_dim=512,
                      num_classes=10),
 }
-
-
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter: torchvision zero-initialises its head, which would make any logits agree."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("name", list(TV_CONFIGS))

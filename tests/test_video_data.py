@@ -12,7 +12,7 @@ import torch
 
 from conftest import shared_data
 from vitkit.data.video import (
-    BadVideo, ClipSampler, DecodedCache, average_views, clip_starts, decode_video, spatial_boxes, strided_indices,
+    BadVideo, ClipSampler, DecodedCache, clip_starts, decode_video, spatial_boxes, strided_indices,
     uniform_indices,
 )
 from vitkit.data.video_folder import VideoFolder, find_videos
@@ -118,11 +118,17 @@ def test_multi_view_covers_start_middle_end_and_three_crops() -> None:
     assert firsts == [0, 0, 0, 33, 33, 33]  # clip 1 starts at frame 0, clip 2 at 40 - 7 = 33
 
 
-def test_average_views_is_the_mean_of_the_view_softmaxes() -> None:
-    views = torch.randn(6, 3, 2, 4, 4)
+def test_multi_view_logits_are_the_log_of_the_mean_of_the_view_softmaxes() -> None:
+    from vitkit.train.evaluate import predict_clip_logits
+
+    videos = torch.randn(2, 6, 3, 2, 4, 4)  # 2 videos of 2 clips x 3 crops
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 5))
-    expected = torch.stack([model(v[None]).softmax(-1)[0] for v in views]).mean(0)
-    torch.testing.assert_close(average_views(model, views, batch=4), expected)
+    data = type("Views", (), {"class_names": list("abcde"), "__len__": lambda self: 2,
+                              "views": lambda self, index, clips, crops: videos[index]})()
+    expected = torch.stack([torch.stack([model(v[None]).softmax(-1)[0] for v in video]).mean(0) for video in videos])
+    logits = predict_clip_logits(model, data, views=(2, 3), desc=None)
+    torch.testing.assert_close(logits.softmax(-1), expected)
+    torch.testing.assert_close(logits.exp(), expected)
 
 
 def test_cache_decodes_each_file_once_and_evicts_beyond_its_budget(tmp_path: Path) -> None:
@@ -168,7 +174,7 @@ def test_unreadable_empty_and_short_videos_are_skipped_and_reported(tmp_path: Pa
     assert "notes.txt" not in {p.name for p in train.paths} | set(reasons)
     kept = {p.name for p in train.paths}
     assert {"good.avi"} <= kept and not kept & set(reasons)
-    clip, label = train[0]
+    clip, label = train.clip_at(0, True, random.Random(0)), train.labels[0]
     assert clip.shape == (3, 4, 16, 16) and label in (0, 1)
     assert "skipped" in train.skipped_report() and "empty.mp4" in train.skipped_report()
 

@@ -13,33 +13,64 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
 COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop", "shard"]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default after its help (unless the help already says it); keeps the examples'
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, like vitkit's own: the message and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers for images and video.")
+    parser = Parser(prog="vitkit", description="Vision Transformers for images and video.",
+                    formatter_class=HelpFormatter, epilog=_examples(["vitkit train", "vitkit models",
+                                                                     "vitkit train --help"]))
     parser.add_argument("--version", action="version", version=f"vitkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+            examples: Sequence[str] = ()) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter,
+                                  epilog=_examples(examples))
         sub.set_defaults(handler=handler)
         return sub
 
     for module in COMMAND_MODULES:
         importlib.import_module(f".commands.{module}", __package__).register(add)
+    parser.commands = commands.choices  # type: ignore[attr-defined]
     return parser
+
+
+def _examples(lines: Sequence[str]) -> str | None:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vitkit`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the sub-command's parser, so the message points at its --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.handler(args)
     except VitkitError as error:

@@ -7,9 +7,11 @@ fsync, rename): a crash mid-save leaves the previous file intact, never a torn o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import VitkitError
 from .models.registry import build_model, config_class
 
@@ -28,12 +30,18 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one.
+
+    The file gets the permissions ``open()`` would give it: an existing file keeps its mode, a new one gets
+    0666 less the umask (``tempfile.mkstemp`` would make every file 0600, unreadable to anyone else).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -42,6 +50,17 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created file next to ``path``; the kernel applies the umask to its mode 0666."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -45,11 +45,6 @@ def is_training(mode: str) -> bool:
     return mode.startswith("train")
 
 
-def dtype_of(mode: str) -> torch.dtype:
-    """The compute dtype of ``mode`` (int8 inference counts as fp32 activations)."""
-    return torch.bfloat16 if mode.endswith("bf16") else torch.float32
-
-
 def vitkit_candidate(name: str, build: Callable[[], nn.Module], mode: str, batch: int, shape: tuple[int, ...],
                      classes: int, device: str = "cpu", checkpointing: bool = False) -> Candidate:
     """vitkit's model ``build()`` prepared with every fast path that suits ``mode``."""

@@ -100,7 +100,3 @@ def random_batch(batch: int, shape: tuple[int, ...], classes: int, device: str =
 def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
-
-def param_count(model: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in model.parameters())

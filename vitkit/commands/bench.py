@@ -90,12 +90,13 @@ def _without_shortcuts(model):
 
 
 def register(add) -> None:
-    bench = add("bench", cmd_bench, "measure vitkit's fast paths against plain PyTorch, interleaved (images/s, MFU)")
+    bench = add("bench", cmd_bench, "measure vitkit's fast paths against plain PyTorch, interleaved (images/s, MFU)",
+                ["vitkit bench", "vitkit bench --model vit_s16 --modes infer-fp32,infer-int8 --batch 64"])
     bench.add_argument("--model", default="vit_ti16", help="a registered model name (default vit_ti16)")
     bench.add_argument("--modes", default=None,
                        help="comma-separated: " + ", ".join(MODES) + " (default: all, less bf16 where it is emulated)")
     bench.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
     bench.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default 5)")
     bench.add_argument("--min-seconds", type=float, default=1.0, help="minimum seconds per sample (default 1)")
-    bench.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json/.md/.png")
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json/.md/.png (default runs/bench)")
     bench.add_argument("--worker", nargs=2, metavar=("MODE", "NAME"), help=argparse.SUPPRESS)

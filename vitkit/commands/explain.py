@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..outputs import refuse_existing
+
 MAX_COLUMNS = 7  # 12 heads + the input make two rows
 
 
@@ -29,8 +31,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     panels, captions = _panels(crop, result)
     columns = min(len(panels), MAX_COLUMNS)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{Path(args.image).stem}.{_suffix(args, config)}.png"
+    refuse_existing([path], overwrite=args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     title = _title(result, meta, args.method)
     save_figure(path, panels, captions, title, columns=columns)
     width, height = figure_size(panels[0].shape[:2], len(panels), columns)
@@ -51,8 +54,9 @@ def _explain_video(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -
     heat = result.heat[0].numpy()
     title = _title(result, meta, args.method)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(args.image).stem}.{_suffix(args, model.config)}"
+    refuse_existing([out / f"{stem}.gif", out / f"{stem}.timeline.png"], overwrite=args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     columns = min(len(heat), MAX_COLUMNS)
     titles = [f"{title} - frame {i + 1}/{len(frames)}" for i in range(len(frames))]
     gif = save_gif(out / f"{stem}.gif", clip_figures(frames, heat, result.captions, titles, columns))
@@ -138,7 +142,11 @@ def _suffix(args: argparse.Namespace, config: Any) -> str:
 def register(add) -> None:
     explain = add("explain", cmd_explain,
                   "draw what a model looks at on an image or video: per-head attention, attention rollout, "
-                  "grad-rollout")
+                  "grad-rollout",
+                  ["vitkit explain runs/pets cat.jpg",
+                   "vitkit explain runs/pets cat.jpg --method attention --layer 11 --head 3",
+                   "vitkit explain runs/pets cat.jpg --method grad-rollout --target dog",
+                   "vitkit explain runs/digits clip.mp4 --out explain/clips"])
     explain.add_argument("source", metavar="RUN_OR_SOURCE",
                          help="a vitkit model folder (from `vitkit train`), a timm / Hugging Face / torchvision / JAX "
                               "checkpoint that `vitkit.load` reads, or a model name (random weights)")
@@ -153,3 +161,4 @@ def register(add) -> None:
                          help="class to explain with grad-rollout, by name or index (default: the predicted one)")
     explain.add_argument("--out", default="explain", metavar="DIR",
                          help="folder for the PNGs and GIFs (default ./explain)")
+    explain.add_argument("--overwrite", action="store_true", help="replace figures of the same name in --out")

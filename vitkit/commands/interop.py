@@ -13,7 +13,9 @@ FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..interop.load import load
     from ..interop.save import reference_kwargs, save_as
+    from ..outputs import refuse_non_empty
 
+    refuse_non_empty(args.out, overwrite=args.overwrite, flag="output")
     model = load(args.source, num_classes=args.num_classes, image_size=args.image_size, **_architecture(args))
     class_names = model.config.extra.get("source", {}).get("class_names")
     written = save_as(model, args.to, args.out, class_names=class_names)
@@ -30,10 +32,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..interop.export import check_batches, export_onnx, export_pt2
     from ..interop.load import load
+    from ..outputs import refuse_existing
 
-    model = load(args.run)
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / f"model{FORMATS[args.format]}"
+    refuse_existing([out], overwrite=args.overwrite)
+    model = load(args.run)
     if args.format == "onnx":
         diff = export_onnx(model, out, dynamic_batch=args.dynamic_batch, opset=args.opset)
     else:
@@ -63,10 +67,15 @@ def register(add) -> None:
     from ..interop.save import TARGETS
 
     convert = add("convert", cmd_convert,
-                  "convert a checkpoint (vitkit folder, timm/HF/torchvision/JAX file, timm:NAME, hf:ORG/NAME)")
+                  "convert a checkpoint (vitkit folder, timm/HF/torchvision/JAX file, timm:NAME, hf:ORG/NAME)",
+                  ["vitkit convert timm:vit_small_patch16_224 --to vitkit models/vit_s16",
+                   "vitkit convert runs/pets --to hf exported/pets-hf",
+                   "vitkit convert ViT-B_16.npz --to vitkit models/vit_b16_384 --image-size 384"])
     convert.add_argument("source", help="a model folder, a .safetensors/.pth/.bin/.npz file, timm:NAME or hf:ORG/NAME")
     convert.add_argument("--to", choices=TARGETS, required=True, help="the format to write")
-    convert.add_argument("out", help="output folder (vitkit, hf) or file (timm, torchvision: .safetensors or .pth)")
+    convert.add_argument("out", help="output folder (vitkit, hf) or file (timm, torchvision: .safetensors or .pth); "
+                                     "it must not exist yet (or be an empty folder)")
+    convert.add_argument("--overwrite", action="store_true", help="write over an existing output file or folder")
     convert.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
                          help="resample the position embedding for this image size, e.g. 384")
     convert.add_argument("--num-classes", type=int, default=None, metavar="N",
@@ -74,9 +83,13 @@ def register(add) -> None:
     convert.add_argument("--heads", type=positive_int, default=None, metavar="N",
                          help="attention heads, when the weights are not a standard ViT size (default: inferred)")
 
-    export = add("export", cmd_export, "export a model to ONNX or torch.export (.pt2), verified against PyTorch")
+    export = add("export", cmd_export, "export a model to ONNX or torch.export (.pt2), verified against PyTorch",
+                 ["vitkit export runs/pets --format onnx --dynamic-batch",
+                  "vitkit export runs/pets --format pt2 --out deploy/pets.pt2"])
     export.add_argument("run", help="a model folder or any checkpoint `vitkit convert` reads")
-    export.add_argument("--format", choices=list(FORMATS), required=True)
+    export.add_argument("--format", choices=list(FORMATS), required=True, help="onnx (checked with onnxruntime) or "
+                        "pt2 (a torch.export program)")
     export.add_argument("--dynamic-batch", action="store_true", help="any batch size (verified at batch 1 and 7)")
     export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
     export.add_argument("--out", default=None, help="output file (default: RUN/model.onnx or RUN/model.pt2)")
+    export.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")

@@ -23,7 +23,9 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
-    shard = add("shard", cmd_shard, "write an image (or video) folder as WebDataset tar shards, with the class list")
+    shard = add("shard", cmd_shard, "write an image (or video) folder as WebDataset tar shards, with the class list",
+                ["vitkit shard pets/ shards/pets --shard-size 500MB --short-side 256",
+                 "vitkit train --data shards/pets --model vit_s16"])
     shard.add_argument("folder", help="PATH/{train,val}/<class>/* or PATH/<class>/* (split by --val-fraction)")
     shard.add_argument("out_dir", help="empty folder for train-000000.tar ..., val-000000.tar ..., index.json")
     shard.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB or 500MB (default 1GB)")

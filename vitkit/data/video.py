@@ -262,9 +262,3 @@ class DecodedCache:
     def bytes(self) -> int:
         return self._bytes
 
-
-def average_views(model: torch.nn.Module, views: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    """Class probabilities of one video: the softmax of each view [V, C, T, H, W], averaged over the views."""
-    with torch.no_grad():
-        probs = torch.cat([model(views[i : i + batch]).softmax(dim=-1) for i in range(0, len(views), batch)])
-    return probs.mean(dim=0)

@@ -50,20 +50,18 @@ MAX_FRAMES = 96
 """Frames kept of each decoded video by default (evenly spaced): what training, eval and explain cut clips from."""
 
 
-class VideoFolder(torch.utils.data.Dataset):
+class VideoFolder:
     """Clips of the videos of one split. Every video is decoded once at construction (into ``cache``), so bad
     ones are found up front; training clips are random (frames, crop, flip), evaluation clips are central."""
 
     def __init__(self, paths: list[Path], labels: list[int], class_names: list[str], sampler: ClipSampler, *,
                  train: bool, cache: DecodedCache | None = None, short_side: int = 128,
-                 max_frames: int | None = MAX_FRAMES,
-                 seed: int = 0) -> None:
+                 max_frames: int | None = MAX_FRAMES) -> None:
         self.class_names = class_names
         self.sampler = sampler
         self.train = train
         self.cache = cache or DecodedCache()
-        self.short_side, self.max_frames, self.seed = short_side, max_frames, seed
-        self.epoch = 0
+        self.short_side, self.max_frames = short_side, max_frames
         self.paths: list[Path] = []
         self.labels: list[int] = []
         self.skipped: list[tuple[Path, str]] = []
@@ -83,16 +81,8 @@ class VideoFolder(torch.utils.data.Dataset):
         """The decoded (cached) frames of one file, uint8 [L, 3, H, W]."""
         return self.cache.get(path, self.short_side, self.max_frames)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Training clips differ each epoch and are the same for the same (seed, epoch, index)."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
-        return self.sampler.clip(self.video(self.paths[index]), self.train, rng), self.labels[index]
 
     def clip_at(self, index: int, train: bool, rng: random.Random) -> torch.Tensor:
         """The clip of video ``index``: random (drawn from ``rng``) in training, central otherwise."""

@@ -1,7 +1,8 @@
-"""Which library wrote a checkpoint, recognised from its keys, and how to turn it into vitkit weights.
+"""The checkpoint formats vitkit reads and writes, one :class:`Format` per library, and which one a file is.
 
-Each format is a row: a key pattern only that library's ViT has, the converter to vitkit names, what the
-original keys tell about the config, and the LayerNorm eps that library uses (weights cannot show it).
+Each format is a row: a key pattern only that library's checkpoints have, the converters from and to vitkit's
+names (both derived from one key map, see ``keymap.py``), the check of whether the library can hold a config,
+what the original keys tell about the config, and the LayerNorm eps that library uses (weights cannot show it).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import VitkitError
-from .hf import from_hf
+from .hf import check_hf, from_hf, to_hf
 from .jax_npz import from_jax, jax_hints
-from .timm import from_timm, timm_hints
-from .torchvision import from_torchvision
+from .timm import check_timm, from_timm, timm_hints, timm_kwargs, to_timm
+from .torchvision import check_torchvision, from_torchvision, to_torchvision, torchvision_kwargs
+from .transformers_vivit import check_transformers_vivit, from_transformers_vivit, to_transformers_vivit
 
 
-def _from_vitkit(state: dict[str, Any]) -> dict[str, Any]:
+def _same(state: dict[str, Any], *config: Any) -> dict[str, Any]:
     return dict(state)
 
 
@@ -27,29 +29,41 @@ def _no_hints(state: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Format:
-    """A checkpoint layout vitkit reads."""
+    """A checkpoint layout: how to recognise it, read it, and (where vitkit writes it) write it."""
 
     name: str
     description: str
     signature: str
     """A regular expression that some key of this format, and of no other, matches."""
     to_vitkit: Callable[[dict[str, Any]], dict[str, Any]]
-    hints: Callable[[dict[str, Any]], dict[str, Any]]
+    hints: Callable[[dict[str, Any]], dict[str, Any]] = _no_hints
     """Config fields the original keys tell and the renamed weights do not (pooling, heads)."""
-    norm_eps: float
+    norm_eps: float = 1e-6
+    video: bool = False
+    """Whether the checkpoint is a video model (a ViViT)."""
+    from_vitkit: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    """vitkit weights (and their config) under this library's names; None where vitkit does not write it."""
+    check: Callable[[Any], None] | None = None
+    """A one-line error if this library cannot express a config."""
+    reference_kwargs: Callable[[Any], dict[str, Any]] | None = None
+    """The library model's constructor arguments for a config (timm's and torchvision's ``VisionTransformer``)."""
 
 
 # First match wins: vitkit's names differ from timm's only in `cls_token.token` / `pos_embed.weight`.
 FORMATS = [
     Format("jax", "JAX/Flax ViT (.npz)", r"(?:opt/target/|params/(?:img/)?)?embedding/kernel", from_jax,
-           jax_hints, 1e-6),
+           jax_hints),
+    Format("transformers-vivit", "transformers ViViT", r"vivit\.embeddings\.patch_embeddings\.projection\.weight",
+           from_transformers_vivit, video=True, from_vitkit=to_transformers_vivit, check=check_transformers_vivit),
     Format("hf", "Hugging Face transformers ViT", r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
-           from_hf, _no_hints, 1e-12),
+           from_hf, norm_eps=1e-12, from_vitkit=to_hf, check=check_hf),
     Format("torchvision", "torchvision ViT", r"conv_proj\.weight|encoder\.pos_embedding", from_torchvision,
-           _no_hints, 1e-6),
-    Format("vitkit", "vitkit ViT", r"cls_token\.token|pos_embed\.weight", _from_vitkit, _no_hints, 1e-6),
-    Format("timm", "timm VisionTransformer", r"patch_embed\.proj\.weight", from_timm, timm_hints, 1e-6),
+           from_vitkit=to_torchvision, check=check_torchvision, reference_kwargs=torchvision_kwargs),
+    Format("vitkit", "vitkit ViT", r"cls_token\.token|pos_embed\.weight", _same, from_vitkit=_same),
+    Format("timm", "timm VisionTransformer", r"patch_embed\.proj\.weight", from_timm, timm_hints,
+           from_vitkit=to_timm, check=check_timm, reference_kwargs=timm_kwargs),
 ]
+BY_NAME = {fmt.name: fmt for fmt in FORMATS}
 
 
 def detect_format(keys: list[str], source: str) -> Format:

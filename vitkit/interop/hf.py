@@ -14,78 +14,67 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import fuse_qkv, rename_keys, split_qkv
+from .keymap import KeyMap, fuse_qkv, split_qkv, unexpressible
 
-_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
 
-_HF_TO_VITKIT = [
-    (r"(?:vit\.)?embeddings\.cls_token", "cls_token.token"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", "pos_embed.weight"),
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
-    (_LAYER + r"attention\.(?:attention\.query|q_proj)\.(weight|bias)", r"blocks.\1.attn.q.\2"),
-    (_LAYER + r"attention\.(?:attention\.key|k_proj)\.(weight|bias)", r"blocks.\1.attn.k.\2"),
-    (_LAYER + r"attention\.(?:attention\.value|v_proj)\.(weight|bias)", r"blocks.\1.attn.v.\2"),
-    (_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    (_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
-    (_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
-    (r"(?:vit\.)?layernorm\.(weight|bias)", r"norm.\1"),
-    (r"classifier\.(weight|bias)", r"head.\1"),
-    # ViTModel's pooler (Linear + tanh on [CLS]) feeds no classifier; vitkit's features are last_hidden_state.
-    (r"(?:vit\.)?pooler\.dense\.(weight|bias)", ""),
+def _layer(hub: str, v5: str, vitkit: str) -> tuple[tuple[str, str], str]:
+    """A block's parameter: the Hub layout's name, transformers 5's in-memory name, vitkit's name."""
+    return (f"encoder.layer.{{n}}.{hub}.{{p}}", f"layers.{{n}}.{v5}.{{p}}"), f"blocks.{{n}}.{vitkit}.{{p}}"
+
+
+# The encoder of transformers' ViT; its ViViT (``transformers_vivit.py``) uses the same one under ``vivit.``.
+ENCODER_PAIRS = [
+    ("embeddings.cls_token", "cls_token.token"),
+    ("embeddings.position_embeddings", "pos_embed.weight"),
+    ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
+    _layer("attention.attention.query", "attention.q_proj", "attn.q"),
+    _layer("attention.attention.key", "attention.k_proj", "attn.k"),
+    _layer("attention.attention.value", "attention.v_proj", "attn.v"),
+    _layer("attention.output.dense", "attention.o_proj", "attn.proj"),
+    _layer("layernorm_before", "layernorm_before", "norm1"),
+    _layer("layernorm_after", "layernorm_after", "norm2"),
+    _layer("intermediate.dense", "mlp.fc1", "mlp.fc1"),
+    _layer("output.dense", "mlp.fc2", "mlp.fc2"),
+    ("layernorm.{p}", "norm.{p}"),
+    ("classifier.{p}", "head.{p}"),
 ]
-
-_VITKIT_TO_HF = [
-    (r"cls_token\.token", "embeddings.cls_token"),
-    (r"pos_embed\.weight", "embeddings.position_embeddings"),
-    (r"patch_embed\.proj\.(weight|bias)", r"embeddings.patch_embeddings.projection.\1"),
-    (r"blocks\.(\d+)\.attn\.q\.(weight|bias)", r"encoder.layer.\1.attention.attention.query.\2"),
-    (r"blocks\.(\d+)\.attn\.k\.(weight|bias)", r"encoder.layer.\1.attention.attention.key.\2"),
-    (r"blocks\.(\d+)\.attn\.v\.(weight|bias)", r"encoder.layer.\1.attention.attention.value.\2"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layer.\1.attention.output.dense.\2"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layer.\1.layernorm_before.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layer.\1.layernorm_after.\2"),
-    (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"encoder.layer.\1.intermediate.dense.\2"),
-    (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"encoder.layer.\1.output.dense.\2"),
-    (r"norm\.(weight|bias)", r"layernorm.\1"),
-    (r"head\.(weight|bias)", r"classifier.\1"),
-]
+# ViTModel's pooler (Linear + tanh on [CLS]) feeds no classifier; vitkit's features are last_hidden_state.
+KEYMAP = KeyMap("Hugging Face ViT", ENCODER_PAIRS, prefix="vit.", dropped=["pooler.dense.{p}"])
 
 
 def from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A transformers ViT state dict (either layout, with or without the ``vit.`` prefix) renamed for vitkit."""
-    return fuse_qkv(rename_keys(state, _HF_TO_VITKIT, "Hugging Face"))
+    return fuse_qkv(KEYMAP.to_vitkit(state))
 
 
 def to_hf(state: dict[str, torch.Tensor], config: ViTConfig) -> dict[str, torch.Tensor]:
     """A vitkit state dict in the Hub layout: ``ViTForImageClassification`` keys, or ``ViTModel`` ones when the
     model has no head."""
-    hf_unsupported(config)
-    renamed = rename_keys(split_qkv(state), _VITKIT_TO_HF, "vitkit")
-    if not config.num_classes:
-        return renamed
-    return {key if key.startswith("classifier.") else f"vit.{key}": value for key, value in renamed.items()}
+    check_hf(config)
+    return with_prefix(KEYMAP.from_vitkit(split_qkv(state)), "vit." if config.num_classes else "")
 
 
-def hf_unsupported(config: ViTConfig) -> None:
+def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``prefix`` before every key but the classifier's (transformers' ``*ForImageClassification`` layout)."""
+    return {key if key.startswith("classifier.") else prefix + key: value for key, value in state.items()}
+
+
+def check_hf(config: ViTConfig) -> None:
     """Raise a one-line error if transformers' ViT cannot express ``config``."""
-    problems = {
+    unexpressible("Hugging Face ViT", {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
         "mean pooling": config.pool != "cls",
         f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
         "attention across the batch": config.attention_axis != "tokens",
         "non-square patches": config.patch_size[0] != config.patch_size[1],
-    }
-    found = [name for name, present in problems.items() if present]
-    if found:
-        raise VitkitError(f"Hugging Face ViT cannot express {', '.join(found)}; convert --to vitkit or timm instead")
+        "a convolutional stem": config.stem != "patch",
+    })
 
 
 def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> dict[str, Any]:
     """The transformers ``config.json`` describing ``config``."""
-    hf_unsupported(config)
+    check_hf(config)
     height, width = config.image_size
     labels = class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
     return {

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import VitkitError
-from .keymap import fuse_qkv
+from .keymap import fuse_qkv, rename_keys
 
 log = logging.getLogger("vitkit")
 
@@ -77,20 +77,10 @@ def from_jax(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         # the old head would be meaningless: keep the encoder and let a new head be trained.
         log.warning("vitkit: dropped the JAX checkpoint's pre-logits layer and its head (as timm does)")
         params = {k: v for k, v in params.items() if not k.startswith(("pre_logits/", "head/"))}
-    compiled = [(re.compile(f"^{pattern}$"), target, reshape) for pattern, target, reshape in _JAX_TO_VITKIT]
-    state: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in params.items():
-        for pattern, target, reshape in compiled:
-            if pattern.match(key):
-                name = _FLAX_WEIGHT.sub(".weight", pattern.sub(target, key))
-                state[name] = reshape(torch.from_numpy(np.ascontiguousarray(value))).contiguous()
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        raise VitkitError(f"not a JAX ViT checkpoint that vitkit can read: unexpected arrays {shown}")
+    tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in params.items()}
+    rules = [(pattern, target) for pattern, target, _ in _JAX_TO_VITKIT]
+    state = rename_keys(tensors, rules, "JAX ViT", lambda rule, value: _JAX_TO_VITKIT[rule][2](value).contiguous())
+    state = {_FLAX_WEIGHT.sub(".weight", key): value for key, value in state.items()}
     return fuse_qkv(state)
 
 

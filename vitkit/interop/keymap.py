@@ -1,39 +1,103 @@
-"""Renaming state-dict keys between libraries with a table of regular expressions.
+"""Renaming state-dict keys between libraries: each mapping is data, written once, read in both directions.
 
-A mapping between two libraries is data: a list of ``(pattern, replacement)`` pairs applied to each key,
-first match wins. Keys no rule matches are an error, so a checkpoint of another architecture cannot load
-half-way.
+A :class:`KeyMap` is a list of pairs ``(library name, vitkit name)`` of templates, where ``{n}`` stands for a
+block index and ``{p}`` for ``weight`` or ``bias``: ``("encoder.layer.{n}.layernorm_before.{p}",
+"blocks.{n}.norm1.{p}")``. Reading turns the pairs into regular expressions from left to right, writing from
+right to left. A library name may be a tuple of spellings: all are read, the first is written. Keys no pair
+matches are an error, so a checkpoint of another architecture cannot load half-way.
+
+:func:`rename_keys` is the primitive under it: ``(pattern, replacement)`` rules, first match wins, with an
+optional per-key transform of the value (the JAX reader reshapes Flax kernels with it).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from ..errors import VitkitError
 
 Rules = Sequence[tuple[str, str]]
+Transform = Callable[[int, torch.Tensor], torch.Tensor]
+"""``transform(rule_index, value)``: the value stored under the renamed key."""
+_PLACEHOLDERS = {"n": r"\d+", "p": r"weight|bias"}
 
 
-def rename_keys(state: dict[str, torch.Tensor], rules: Rules, source: str) -> dict[str, torch.Tensor]:
-    """Rename every key of ``state`` by the first matching rule; a rule whose replacement is "" drops the key."""
+def rename_keys(state: dict, rules: Rules, source: str, transform: Transform | None = None) -> dict:
+    """Rename every key of ``state`` by the first matching rule; a rule whose replacement is "" drops the key.
+    ``transform``, if given, maps each kept value (knowing which rule matched)."""
     compiled = [(re.compile(f"^{pattern}$"), replacement) for pattern, replacement in rules]
-    renamed: dict[str, torch.Tensor] = {}
+    renamed: dict = {}
     unknown = []
     for key, value in state.items():
-        for pattern, replacement in compiled:
+        for index, (pattern, replacement) in enumerate(compiled):
             if pattern.match(key):
                 if replacement:
-                    renamed[pattern.sub(replacement, key)] = value
+                    renamed[pattern.sub(replacement, key)] = transform(index, value) if transform else value
                 break
         else:
             unknown.append(key)
     if unknown:
         shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        raise VitkitError(f"not a {source} ViT checkpoint: unexpected keys {shown}")
+        raise VitkitError(f"not a {source} checkpoint: unexpected keys {shown}")
     return renamed
+
+
+def _pattern(template: str) -> str:
+    """``blocks.{n}.norm1.{p}`` -> ``blocks\\.(?P<n>\\d+)\\.norm1\\.(?P<p>weight|bias)``."""
+    pattern = re.escape(template)
+    for name, regex in _PLACEHOLDERS.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{regex})")
+    return pattern
+
+
+def _replacement(template: str) -> str:
+    """``blocks.{n}.norm1.{p}`` -> ``blocks.\\g<n>.norm1.\\g<p>``."""
+    for name in _PLACEHOLDERS:
+        template = template.replace("{" + name + "}", f"\\g<{name}>")
+    return template
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """One library's key names and vitkit's, as pairs (see the module doc)."""
+
+    library: str
+    """The library's name, for messages."""
+    pairs: Sequence[tuple[str | tuple[str, ...], str]]
+    prefix: str = ""
+    """A prefix the library may put before every key but the head's (``vit.``): read with or without it."""
+    dropped: Sequence[str] = ()
+    """Library keys (templates) that are read and ignored (a pooler vitkit does not have)."""
+
+    def read_rules(self) -> list[tuple[str, str]]:
+        prefix = f"(?:{re.escape(self.prefix)})?" if self.prefix else ""
+        rules = [(prefix + _pattern(name), _replacement(vitkit)) for names, vitkit in self.pairs
+                 for name in ((names,) if isinstance(names, str) else names)]
+        return rules + [(prefix + _pattern(name), "") for name in self.dropped]
+
+    def write_rules(self) -> list[tuple[str, str]]:
+        return [(_pattern(vitkit), _replacement(names if isinstance(names, str) else names[0]))
+                for names, vitkit in self.pairs]
+
+    def to_vitkit(self, state: dict, transform: Transform | None = None) -> dict:
+        """``state`` under vitkit's names."""
+        return rename_keys(state, self.read_rules(), self.library, transform)
+
+    def from_vitkit(self, state: dict) -> dict:
+        """A vitkit ``state`` under the library's (first) names."""
+        return rename_keys(state, self.write_rules(), "vitkit")
+
+
+def unexpressible(library: str, problems: dict[str, bool]) -> None:
+    """The one check of whether a library can hold a config: a one-line error naming every ``problem`` that is
+    present, or nothing."""
+    found = [name for name, present in problems.items() if present]
+    if found:
+        raise VitkitError(f"{library} cannot express {', '.join(found)}; convert --to vitkit or timm instead")
 
 
 _SPLIT_QKV = re.compile(r"^(blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")

@@ -20,12 +20,15 @@ from torch import nn
 from ..errors import VitkitError
 from ..models.config import ViTConfig, to_pair
 from ..models.vit import VisionTransformer
-from .detect import detect_format
+from ..models.vivit import VideoVisionTransformer
+from ..store import load_model
+from .detect import BY_NAME, detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
-from .hub import download, is_hub_name
+from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name
 from .infer import infer_config
 from .resample import resample_pos_embed
+from .transformers_vivit import vivit_config_from_transformers
 
 log = logging.getLogger("vitkit")
 
@@ -60,6 +63,8 @@ def load(source: str | os.PathLike, num_classes: int | None = None, image_size: 
     if _is_other_vitkit_model(source):
         return _load_other_vitkit_model(source, num_classes, image_size)
     weights = read_source(source)
+    if BY_NAME[weights.format].video:
+        return _load_video(weights, source, num_classes, image_size, overrides)
     config = infer_config(weights.state, {**weights.hints, **overrides})
     targets = {"num_classes": num_classes, "image_size": image_size}
     target = config.replace(**overrides, **{k: v for k, v in targets.items() if v is not None})
@@ -69,6 +74,19 @@ def load(source: str | os.PathLike, num_classes: int | None = None, image_size: 
     model = VisionTransformer(target.replace(extra={**target.extra, "source": info}))
     _load_state(model, state, source, new_head=target.num_classes != config.num_classes)
     return model.eval()
+
+
+def load_pretrained(name: str, num_classes: int | None = None, image_size: int | tuple[int, int] | None = None,
+                    **overrides: Any) -> nn.Module:
+    """The registered ViT ``name`` (vitkit's or timm's name) with timm's default pretrained weights."""
+    from ..models.registry import get_spec, timm_name
+
+    timm = timm_name(name)
+    if timm is None:
+        get_spec(name)  # an unknown name: the error suggests close ones
+        raise VitkitError(f"no pretrained weights for {name}; pretrained=True works for the ViTs of timm "
+                          f"({', '.join(TIMM_DEFAULT_TAGS)})")
+    return load(f"timm:{timm}", num_classes=num_classes, image_size=image_size, **overrides)
 
 
 def read_source(source: str) -> SourceWeights:
@@ -146,8 +164,29 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
         return {**sidecar["model"], "class_names": sidecar.get("class_names")}
     if sidecar.get("model_type") == "vit":
         return hints_from_hf_config(sidecar)
+    if sidecar.get("model_type") == "vivit":
+        config, names = vivit_config_from_transformers(sidecar)
+        return {"video_config": config, "class_names": names}
     input_size = (sidecar.get("pretrained_cfg") or {}).get("input_size")  # timm's Hub config
     return {"image_size": tuple(input_size[-2:])} if input_size else {}
+
+
+def _load_video(weights: SourceWeights, source: str, num_classes: int | None, image_size: Any,
+                overrides: dict[str, Any]) -> nn.Module:
+    """A transformers ViViT as vitkit's Model 1, from the ``config.json`` beside its weights."""
+    if "video_config" not in weights.hints:
+        raise VitkitError(f"{weights.path}: a transformers ViViT needs its config.json beside the weights")
+    if image_size is not None:
+        raise VitkitError(f"{source}: changing the input size is supported for image ViTs only")
+    config = weights.hints["video_config"].replace(**overrides)
+    info = {"source": source, "format": weights.format, "class_names": weights.class_names}
+    model = VideoVisionTransformer(config.replace(extra={**config.extra, "source": info}))
+    _load_state(model, weights.state, source, new_head=False)
+    if num_classes is not None and num_classes != config.num_classes:
+        log.warning(f"vitkit: new {num_classes}-class head (the checkpoint's has {config.num_classes})")
+        model.reset_classifier(num_classes)
+        model.config.extra["source"]["class_names"] = None
+    return model.eval()
 
 
 def _is_other_vitkit_model(source: str) -> bool:
@@ -158,8 +197,6 @@ def _is_other_vitkit_model(source: str) -> bool:
 
 
 def _load_other_vitkit_model(source: str, num_classes: int | None, image_size: Any) -> nn.Module:
-    from ..store import load_model  # here: store imports the package root, which imports this module
-
     model, _ = load_model(source)
     if image_size is not None and tuple(model.config.image_size) != to_pair(image_size):
         raise VitkitError(f"{source}: changing the input size is supported for image ViTs only")

@@ -6,41 +6,37 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import rename_keys
+from .keymap import KeyMap, unexpressible
 
 # Block internals share timm's names: blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.
-_TIMM_TO_VITKIT = [
-    (r"cls_token", "cls_token.token"),
-    (r"pos_embed", "pos_embed.weight"),
-    (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.proj.\1"),
-    (r"blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)", r"blocks.\1.\2.\3"),
-    (r"(?:fc_)?norm\.(weight|bias)", r"norm.\1"),  # fc_norm: timm's norm after mean pooling
-    (r"head\.(weight|bias)", r"head.\1"),
-]
-
-_VITKIT_TO_TIMM = [
-    (r"cls_token\.token", "cls_token"),
-    (r"pos_embed\.weight", "pos_embed"),
-    (r"(patch_embed\.proj|blocks\.\d+\.\w+(?:\.\w+)?|head)\.(weight|bias)", r"\1.\2"),
-]
+KEYMAP = KeyMap("timm ViT", [
+    ("cls_token", "cls_token.token"),
+    ("pos_embed", "pos_embed.weight"),
+    ("patch_embed.proj.{p}", "patch_embed.proj.{p}"),
+    *[(f"blocks.{{n}}.{part}.{{p}}", f"blocks.{{n}}.{part}.{{p}}")
+      for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")],
+    (("norm.{p}", "fc_norm.{p}"), "norm.{p}"),  # fc_norm: timm's norm after mean pooling
+    ("head.{p}", "head.{p}"),
+])
 
 
 def from_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A timm ViT state dict renamed for :class:`vitkit.VisionTransformer`."""
-    return rename_keys(state, _TIMM_TO_VITKIT, "timm")
+    return KEYMAP.to_vitkit(state)
 
 
 def to_timm(state: dict[str, torch.Tensor], config: ViTConfig) -> dict[str, torch.Tensor]:
     """A vitkit ViT state dict renamed for timm's ``VisionTransformer`` built with the matching options."""
-    final_norm = "fc_norm" if config.pool == "mean" else "norm"
-    rules = _VITKIT_TO_TIMM + [(r"norm\.(weight|bias)", final_norm + r".\1")]
-    return rename_keys(state, rules, "vitkit")
+    check_timm(config)
+    renamed = KEYMAP.from_vitkit(state)
+    if config.pool == "mean":
+        renamed = {("fc_" + key if key.startswith("norm.") else key): value for key, value in renamed.items()}
+    return renamed
 
 
 def timm_kwargs(config: ViTConfig) -> dict:
     """Arguments for ``timm.models.vision_transformer.VisionTransformer`` that build the same architecture."""
-    if config.norm != "pre" or config.attention_axis != "tokens" or config.pos_embed == "sincos2d":
-        raise ValueError("timm's VisionTransformer has no post-norm, batch-axis attention or sincos2d option")
+    check_timm(config)
     return dict(
         img_size=config.image_size, patch_size=config.patch_size, in_chans=config.in_channels,
         num_classes=config.num_classes, embed_dim=config.dim, depth=config.depth, num_heads=config.heads,
@@ -48,6 +44,16 @@ def timm_kwargs(config: ViTConfig) -> dict:
         global_pool="token" if config.pool == "cls" else "avg", no_embed_class=config.pos_embed == "learned_patches",
         pos_embed="none" if config.pos_embed == "none" else "learn",
     )
+
+
+def check_timm(config: ViTConfig) -> None:
+    """A one-line error if timm's ``VisionTransformer`` cannot express ``config``."""
+    unexpressible("timm's VisionTransformer", {
+        "post-norm blocks": config.norm != "pre",
+        "attention across the batch": config.attention_axis != "tokens",
+        "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
+        "a convolutional stem": config.stem != "patch",
+    })
 
 
 def timm_hints(state: dict[str, torch.Tensor]) -> dict:

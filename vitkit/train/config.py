@@ -50,7 +50,11 @@ class TrainConfig:
     shift_pad: int = 2
     flip: bool = True
     augment: str = "trivial"
-    """``trivial`` (TrivialAugment), ``randaugment`` or ``none``."""
+    """``trivial`` (TrivialAugment-Wide), ``randaugment`` or ``none``."""
+    randaugment_magnitude: int = 9
+    """RandAugment's strength M on the paper's 0..30 scale (timm's ``rand-m9``)."""
+    randaugment_ops: int = 2
+    """RandAugment's number N of operations per image (timm's ``rand-n2``)."""
     mixup: float = 0.0
     cutmix: float = 0.0
     frames: int | None = None
@@ -107,6 +111,9 @@ class TrainConfig:
             (self.crop in ("rrc", "shift", "center"), f"--crop must be rrc, shift or center, got {self.crop!r}"),
             (self.augment in ("trivial", "randaugment", "none"),
              f"--augment must be trivial, randaugment or none, got {self.augment!r}"),
+            (0 <= self.randaugment_magnitude <= 30,
+             f"--randaugment-magnitude must be in 0..30, got {self.randaugment_magnitude}"),
+            (self.randaugment_ops > 0, f"--randaugment-ops must be positive, got {self.randaugment_ops}"),
             (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
@@ -143,7 +150,8 @@ class TrainConfig:
         """The training augmentation these settings describe."""
         from ..data.pipeline import Augment
 
-        return Augment(self.crop, self.crop_scale, self.shift_pad, self.flip, self.augment, self.mixup, self.cutmix)
+        return Augment(self.crop, self.crop_scale, self.shift_pad, self.flip, self.augment, self.mixup, self.cutmix,
+                       self.randaugment_magnitude, self.randaugment_ops)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,8 +35,10 @@ from ..fast.precision import resolve_precision
 from ..models import create_model
 from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
 from . import distributed, report
-from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
+from ..outputs import claim_run_folder
+from .checkpoint import KEEP, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .eta import RunClock
 from .evaluate import autocast
 from .feed import Feed, resolve_workers
 from .optim import make_optimizer, warmup_cosine
@@ -96,14 +98,15 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 class Trainer:
     """One training run. Build it with a config (new run) or with ``resume=True`` (continue ``config.out``)."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
+    def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None,
+                 overwrite: bool = False) -> None:
         self.run_dir = Path(config.out)
         self.group, self.device = distributed.start(device)
         # The run records the precision it chose, so a resumed run keeps it on any machine.
         self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device),
                                                    workers=resolve_workers(config.workers))  # shards: the lane count
-        if not resume and has_checkpoint(self.run_dir):
-            raise VitkitError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
+        if not resume:  # a new run never writes over a folder's files unless asked (see outputs.py)
+            claim_run_folder(self.run_dir, overwrite=overwrite, clear=self.group.main)
         self.local_batch = self._local_batch()
         torch.manual_seed(config.seed)  # the same on every process: FSDP shards (does not broadcast) the init
         self.model = self._build_model_for_data()
@@ -243,6 +246,7 @@ class Trainer:
             self._write_config()
         board = report.TensorBoard(self.run_dir, purge_step=self.global_step) if self.group.main else _NoBoard()
         start, steps_done = time.monotonic(), 0
+        self.clock = RunClock(self.steps_per_epoch * c.epochs, self.global_step, c.time_limit and c.time_limit * 60)
         self._print_start()
         finished = False  # False while an exception unwinds: then no rank waits for the others
         try:
@@ -299,7 +303,8 @@ class Trainer:
             speed = dict(speed=f"{steps * c.batch_size / elapsed:.0f} img/s")
             if waited > 0.1 * elapsed:  # the loader is the bottleneck: say how long each step waits for data
                 speed["data_wait"] = f"{1000 * waited / steps:.0f} ms/step"
-            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", **speed)
+            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                            run_eta=self.clock.text(self.global_step), **speed)
             if c.save_every and self.global_step % c.save_every == 0 and self.step < self.steps_per_epoch:
                 self._save_checkpoint()
         bar.close()
@@ -389,7 +394,7 @@ class Trainer:
             report.plot_curves(self.run_dir, self.history)
         self._log(f"epoch {self.epoch}/{self.config.epochs}  train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.2%}{'  (best)' if improved else ''}  "
-            f"[{elapsed / 60:.1f} min]")
+            f"[{elapsed / 60:.1f} min, run ETA {self.clock.text(self.global_step)}]")
 
     @property
     def eval_model(self) -> nn.Module:
@@ -487,9 +492,11 @@ def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
 
 
-def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | None = None) -> dict[str, Any]:
-    """Run (or resume) a training run; returns its summary."""
-    return Trainer(config, resume=resume).fit(stop_after_steps=stop_after_steps)
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run; returns its summary. A new run needs an empty or absent ``config.out``
+    (``overwrite=True`` replaces the files of an earlier run there)."""
+    return Trainer(config, resume=resume, overwrite=overwrite).fit(stop_after_steps=stop_after_steps)
 
 
 def resume_config(run_dir: str | Path) -> TrainConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,27 +21,6 @@ from ..data.pipeline import Preprocess, sample_seed, train_batch
 from ..errors import VitkitError
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_clips
-
-
-class Task(Protocol):
-    kind: str
-    class_names: list[str]
-
-    @property
-    def sizes(self) -> tuple[int, int]: ...  # (train, val) sample counts
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]: ...
-
-    def describe(self) -> str: ...
-
-    def model_overrides(self) -> dict[str, Any]: ...
-
-    def preprocess(self) -> dict[str, Any]: ...
-
-    def batch(self, indices: list[int], where: tuple[int, int, int], positions: range | None) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]: ...
 
 
 class ImageTask:
@@ -186,7 +165,7 @@ def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> 
         raise VitkitError(f"--data {data} does not exist; give a folder PATH/{{train,val}}/<class>/<video files> "
                           f"or {moving_digits.NAME!r}")
     names, splits = find_videos(data)
-    sets = [VideoFolder(*splits[split], names, sampler, train=split == "train", short_side=short_side, seed=seed)
+    sets = [VideoFolder(*splits[split], names, sampler, train=split == "train", short_side=short_side)
             for split in ("train", "val")]
     for split, found in zip(("train", "val"), sets):
         if not len(found):
