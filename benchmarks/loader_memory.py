@@ -6,7 +6,7 @@ workers (``--cache none``) on a 5,000-image and a 50,000-image JPEG folder, each
     # the whole epoch (and its evaluation):  ... --steps 0 --batch-size 64
 
 Make the folders with ``benchmarks/loader_data.py OUT --count 5000`` / ``--count 50000`` (real photos re-encoded,
-300-1,600 px long side). Memory is sampled every 0.2 s over the training process and its workers: the sum of RSS
+300-1,600 px long side). Memory is sampled every 0.5 s over the training process and its workers: the sum of RSS
 (counts pages the workers share with the parent once per process, so it over-states) and the sum of PSS (shared
 pages split between the processes that map them: the memory the run really holds). ``--steps N`` stops after N
 optimiser steps (a whole epoch of 40,000 images does not fit a shared 2-core CPU's time); the peak of a longer run
@@ -72,7 +72,7 @@ def child(folder: str, steps: int, batch: int) -> None:
         while not stop.is_set():
             rss, pss = sample(os.getpid())
             peaks["rss"], peaks["pss"] = max(peaks["rss"], rss), max(peaks["pss"], pss)
-            time.sleep(0.2)
+            time.sleep(0.5)
 
     threading.Thread(target=watch, daemon=True).start()
     config = TrainConfig(data=folder, model="vit_ti16", img_size=128, batch_size=batch, epochs=1, workers=2,
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--large", default="/work/cache/h6/jpeg50k")
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps per run (0: one whole epoch)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="compute threads of the training process (1 on a CPU shared with other jobs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -103,7 +105,8 @@ def main() -> None:
     for folder in (args.small, args.large):
         command = [sys.executable, __file__, "--child", folder, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size)]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{folder}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
         results[folder] = json.loads(done.stdout.strip().splitlines()[-1])
