@@ -19,7 +19,7 @@ from . import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
-COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop"]
+COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
