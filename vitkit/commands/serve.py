@@ -26,7 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without --token: anyone who can reach this port can use the "
               "model", file=sys.stderr)
-    engine = Engine(args.source, int8=args.int8, views=_views(args.views))
+    engine = Engine(args.source, int8=args.int8, views=_views(args.views), device=args.device)
     settings = Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
                         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout,
                         max_queue=args.max_queue, token=token, default_top_k=args.top_k)
@@ -64,6 +64,7 @@ def register(add) -> None:
     serve.add_argument("--max-batch", type=positive_int, default=32, help="most inputs per model call")
     serve.add_argument("--max-wait-ms", type=_non_negative, default=5.0,
                        help="longest a batch waits for requests still being decoded")
+    serve.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
     serve.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
     serve.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                        help="decode threads (default: up to 4)")

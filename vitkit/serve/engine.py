@@ -77,13 +77,15 @@ class Engine:
     """A loaded model and its preprocessing; ``source`` is a vitkit model folder (a run) or anything
     ``vitkit.load`` reads."""
 
-    def __init__(self, source: str, *, int8: bool = False, views: tuple[int, int] = (2, 3)) -> None:
+    def __init__(self, source: str, *, int8: bool = False, views: tuple[int, int] = (2, 3),
+                 device: str = "cpu") -> None:
+        self.device = _device(device, int8)
         self.model, self.prep, self.class_names, self.name = _load(source)
         if int8:
             from ..fast import quantize_int8
 
             self.model = quantize_int8(self.model)
-        self.model.eval()
+        self.model.to(self.device).eval()
         self.kind = "video" if hasattr(self.model.config, "num_frames") else "image"
         self.views, self.int8 = views, int8
 
@@ -91,7 +93,8 @@ class Engine:
         """What ``GET /v1/model`` answers: name, task, classes, input size and preprocessing."""
         config = self.model.config
         info: dict[str, Any] = {"name": self.name, "task": self.kind, "classes": self.class_names,
-                                "architecture": type(self.model).__name__, "int8": self.int8}
+                                "architecture": type(self.model).__name__, "int8": self.int8,
+                                "device": str(self.device)}
         if self.kind == "video":
             sampler = self.prep.sampler
             info["input_size"] = [sampler.num_frames, sampler.size, sampler.size]
@@ -156,15 +159,15 @@ class Engine:
     def process(self, batch: list[Prepared]) -> list[Output]:
         """One model call for a whole batch (plus one rollout pass for the uploads that asked for a map)."""
         with torch.inference_mode():
-            logits = self.model(torch.cat([item.inputs for item in batch])).float()
+            logits = self.model(torch.cat([item.inputs for item in batch]).to(self.device)).float().cpu()
         rows = logits.split([len(item.inputs) for item in batch])
         if self.kind == "video":  # predict's multi-view rule: average the views' probabilities
             rows = [row.softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log()[None] for row in rows]
         outputs = [Output(row[0]) for row in rows]
         wanted = [i for i, item in enumerate(batch) if item.explain_input is not None]
         if wanted:
-            result = explain(self.model, torch.cat([batch[i].explain_input for i in wanted]), "rollout")
-            for i, heat in zip(wanted, result.heat[:, 0].numpy()):
+            result = explain(self.model, torch.cat([batch[i].explain_input for i in wanted]).to(self.device), "rollout")
+            for i, heat in zip(wanted, result.heat[:, 0].cpu().numpy()):
                 outputs[i].heat = heat
         return outputs
 
@@ -262,6 +265,19 @@ def _declared(name: str, content_type: str | None) -> str:
 
 def _a(kind: str) -> str:
     return "an image" if kind == "image" else "a video"
+
+
+def _device(name: str, int8: bool) -> torch.device:
+    """``--device`` checked before the model is loaded."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VitkitError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VitkitError(f"--device {name}: this machine (or this torch build) has no CUDA GPU; use --device cpu")
+    if int8 and device.type != "cpu":
+        raise VitkitError("--int8 runs on CPU only; drop --int8 or use --device cpu")
+    return device
 
 
 def _load(source: str) -> tuple[torch.nn.Module, Any, list[str], str]:
