@@ -26,7 +26,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--warmup-epochs", float, "linear warmup length"),
     ("--clip-grad", float, "gradient-norm clipping (0: off)"),
     ("--label-smoothing", float, "label smoothing"),
-    ("--precision", str, "auto (bf16 where it is faster than fp32: CUDA, CPUs with AMX), bf16 (autocast) or fp32"),
+    ("--precision", str, "auto (bf16 where it is measured faster than fp32 on this machine), bf16 (autocast) or fp32"),
     ("--img-size", positive_int, "training resolution (default: the model's)"),
     ("--crop", str, "rrc (random resized crop), shift or center"),
     ("--augment", str, "trivial (TrivialAugment), randaugment or none"),

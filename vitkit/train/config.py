@@ -41,8 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     precision: str = "auto"
     """``bf16`` (autocast), ``fp32``, or ``auto``: bf16 where the device computes it faster than fp32 (a bf16
-    GPU, a CPU with AMX), else fp32: emulated bf16 is several times slower than fp32, and even AVX-512-BF16
-    without AMX is slower (``vitkit.fast.precision.bf16_is_faster``)."""
+    GPU; a CPU with native bf16 where a cached probe measured it faster, ``vitkit.fast.probe``), else fp32."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
     crop: str = "rrc"
