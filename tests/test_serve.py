@@ -4,15 +4,20 @@ reason, and the server keeps serving after each. The server runs in this process
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import os
+import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -39,6 +44,59 @@ def tiny_image_run(folder: Path) -> Path:
     with torch.no_grad():
         model.head.weight.mul_(20)
     return save_model(folder, model, class_names=["cat", "dog"], preprocess=PREPROCESS)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def vitkit_serve(source: Path, *options: str) -> Iterator[str]:
+    """``vitkit serve SOURCE`` in a subprocess, as a user runs it; yields its URL once /healthz answers."""
+    with vitkit_serve_process(source, *options) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def vitkit_serve_process(source: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`vitkit_serve` that also yields the server's process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "vitkit", "serve", str(source), "--port", str(port), *options],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"vitkit serve exited with {server.returncode}: {server.stderr.read()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "vitkit serve did not answer within 180 s"
+            time.sleep(0.2)
+        yield url, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def write_clip(path: Path, frames: int = 12, size: int = 48) -> Path:
+    """A small AVI of a bright square moving right (mpeg4), written with PyAV."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = np.full((size, size, 3), 30, np.uint8)
+            image[16:32, 2 + 3 * i: 18 + 3 * i] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,8 @@ With ``VITKIT_SCREENSHOTS=DIR`` the page screenshots are also saved in DIR (the 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -22,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, shared_data
-from test_serve import tiny_image_run
+from conftest import shared_data
+from test_serve import tiny_image_run, vitkit_serve, write_clip
 from vitkit.data.decode import BadImage, load_rgb
 from vitkit.models import ViViTConfig, VideoVisionTransformer
 from vitkit.store import save_model
@@ -37,42 +32,6 @@ pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent: install it with `apt-get install -y chromium`", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def vitkit_serve(source: Path, *options: str) -> Iterator[str]:
-    """``vitkit serve SOURCE`` in a subprocess, as a user runs it; yields its URL once /healthz answers."""
-    with vitkit_serve_process(source, *options) as (url, _):
-        yield url
-
-
-@contextlib.contextmanager
-def vitkit_serve_process(source: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """:func:`vitkit_serve` that also yields the server's process."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "vitkit", "serve", str(source), "--port", str(port), *options],
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"vitkit serve exited with {server.returncode}: {server.stderr.read()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "vitkit serve did not answer within 180 s"
-            time.sleep(0.2)
-        yield url, server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -149,23 +108,6 @@ def test_page_fits_a_phone_width_window(browser, image_server) -> None:
     assert card["x"] >= 0 and card["x"] + card["width"] <= 360
     screenshot(page, "serve-phone.png", (360, 740))
     page.close()
-
-
-def write_clip(path: Path, frames: int = 12, size: int = 48) -> Path:
-    """A small AVI of a bright square moving right (mpeg4), written with PyAV."""
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.full((size, size, 3), 30, np.uint8)
-            image[16:32, 2 + 3 * i: 18 + 3 * i] = 230
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ class Batcher(Generic[Job]):
         """Model calls so far (a statistic for tests and benchmarks)."""
         self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._coming = 0  # jobs announced by callers that are still decoding them
+        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -66,11 +67,12 @@ class Batcher(Generic[Job]):
 
     def close(self) -> None:
         """Stop the model thread after the batch in progress (jobs still queued are cancelled)."""
-        self._queue.put(None)
+        self._closed.set()
+        self._queue.put(None)  # wakes the thread if it is idle
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while True:
+        while not self._closed.is_set():
             first = self._queue.get()
             if first is None:
                 break
