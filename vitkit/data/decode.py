@@ -28,8 +28,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def load_rgb(path: str | Path | bytes, min_size: int | None = None) -> Image.Image:
-    """Open and fully decode an image (a file, or a file's bytes such as an upload) as 8-bit RGB, applying its
-    EXIF orientation.
+    """Open and fully decode an image (a file, or its encoded bytes) as 8-bit RGB, applying its EXIF orientation.
 
     ``min_size`` lets JPEGs decode at a reduced scale that still keeps the shorter side >= ``min_size``
     (much faster for large photos that will be downsized anyway).
@@ -39,7 +38,7 @@ def load_rgb(path: str | Path | bytes, min_size: int | None = None) -> Image.Ima
     """
     source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     try:
-        if (len(path) if isinstance(path, bytes) else source.stat().st_size) == 0:
+        if (len(path) if isinstance(path, bytes) else source.stat().st_size) == 0:  # type: ignore[union-attr]
             raise BadImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's EXIF and palette warnings are not the user's problem
