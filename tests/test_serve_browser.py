@@ -129,3 +129,27 @@ def test_video_shows_a_strip_of_frames_under_the_rollout(browser, tmp_path) -> N
         assert strip.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [8 * 128, 128]  # 32 px x 4
         screenshot(page, "serve-video.png", (1000, 560))
         page.close()
+
+
+def save_screenshots(out: Path, image_run: Path, photos: list[Path], video_run: Path, clip: Path) -> None:
+    """The README's screenshots: the page with ``photos`` classified by ``image_run`` and ``clip`` by
+    ``video_run``, saved as small PNGs in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        for run, files, name, size in [(image_run, photos, "serve-image.png", (1000, 700)),
+                                       (video_run, [clip], "serve-video.png", (1000, 470))]:
+            with vitkit_serve(run) as url:
+                page = chromium.new_page(viewport={"width": size[0], "height": size[1]})
+                upload(page, url, *files)
+                page.locator(".card img.overlay").nth(len(files) - 1).wait_for(timeout=600_000)
+                page.screenshot(path=str(out / name))
+                page.close()
+        chromium.close()
+
+
+if __name__ == "__main__":  # python tests/test_serve_browser.py OUT IMAGE_RUN VIDEO_RUN CLIP PHOTO...
+    import sys
+
+    save_screenshots(Path(sys.argv[1]), Path(sys.argv[2]), [Path(p) for p in sys.argv[5:]], Path(sys.argv[3]),
+                     Path(sys.argv[4]))
