@@ -67,6 +67,8 @@ class Prepared:
 
 @dataclass
 class Output:
+    """What the model thread returns for one upload."""
+
     logits: torch.Tensor
     """[classes]: the image's logits, or the log of a video's view-averaged probabilities (as ``predict``)."""
     heat: np.ndarray | None = None
