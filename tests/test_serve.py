@@ -324,3 +324,14 @@ def test_core_package_imports_without_fastapi() -> None:
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2, result.stderr
     assert "pip install vitkit[serve]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int8_answers_equal_vitkit_predict_int8(run, photos) -> None:
+    # One file each: int8 quantises activations per batch, so an answer depends on what shares its batch.
+    predicted = run_cli("predict", str(run), str(photos[3]), "--top-k", "2", "--format", "json", "--int8")
+    assert predicted.returncode == 0, predicted.stderr
+    want = json.loads(predicted.stdout)[0]["predictions"]
+    with serving(create_app(Engine(str(run), int8=True))) as base:
+        got = post(base, photos[3], top_k=2).json()["results"][0]["predictions"]
+    assert [p["class"] for p in got] == [p["class"] for p in want]
+    np.testing.assert_allclose([p["probability"] for p in got], [p["probability"] for p in want], rtol=0, atol=1e-5)
