@@ -19,7 +19,7 @@ from ._version import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
-COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop", "shard"]
+COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop", "shard", "serve"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

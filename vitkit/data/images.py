@@ -54,8 +54,8 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def load_for_model(path: str | Path, short_side: int) -> torch.Tensor:
-    """Decode one file and fit it to ``short_side``: uint8 [3, h, w]. Raises BadImage."""
+def load_for_model(path: str | Path | bytes, short_side: int) -> torch.Tensor:
+    """Decode one file (or its bytes) and fit it to ``short_side``: uint8 [3, h, w]. Raises BadImage."""
     return to_tensor(fit_short_side(load_rgb(path, min_size=short_side), short_side))
 
 

@@ -15,6 +15,7 @@ A clip is a float tensor [C, T, H, W] (what :class:`vitkit.models.vivit.VideoVis
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections import OrderedDict
@@ -47,21 +48,28 @@ def _av():
     return av
 
 
-def decode_video(path: str | Path, short_side: int | None = None, max_frames: int | None = None) -> torch.Tensor:
-    """The frames of a video as uint8 [T, 3, H, W], resized so the shorter side is ``short_side`` (if given);
-    with ``max_frames``, at most that many, evenly spaced (a smaller cache; clips then sample from these).
+def decode_video(path: str | Path | bytes, short_side: int | None = None,
+                 max_frames: int | None = None) -> torch.Tensor:
+    """The frames of a video (a file, or a file's bytes such as an upload) as uint8 [T, 3, H, W], resized so the
+    shorter side is ``short_side`` (if given); with ``max_frames``, at most that many, evenly spaced (a smaller
+    cache; clips then sample from these).
 
     Raises :class:`BadVideo` when the file is empty, unreadable, or has no decodable video frame.
     """
     av = _av()
-    path = Path(path)
-    if not path.is_file():
-        raise BadVideo("file does not exist")
-    if path.stat().st_size == 0:
+    if isinstance(path, bytes):
+        source: str | io.BytesIO = io.BytesIO(path)
+        empty = not path
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise BadVideo("file does not exist")
+        source, empty = str(path), path.stat().st_size == 0
+    if empty:
         raise BadVideo("empty file (0 bytes)")
     frames = []
     try:
-        with av.open(str(path)) as container:
+        with av.open(source) as container:
             if not container.streams.video:
                 raise BadVideo("no video stream")
             stream = container.streams.video[0]
