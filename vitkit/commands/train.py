@@ -13,7 +13,8 @@ from .args import positive_int
 # CLI option -> TrainConfig field; every option defaults to None so that "not given" is visible and an
 # embedded dataset's recipe (or the config defaults) fills the rest.
 _OPTIONS: list[tuple[str, type, str]] = [
-    ("--task", str, "image (default) or video (folders of video files, a ViViT model)"),
+    ("--task", str, "image (default), video (folders of video files, a ViViT model) or segmentation3d (indoor "
+                    "scans: indoor-rooms, S3DIS or ScanNet folders, a Swin3D model)"),
     ("--model", str, "model name (see `vitkit models`)"),
     ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME"),
     ("--out", str, "run folder to create (default runs/<data>-<model>)"),
@@ -109,7 +110,11 @@ def _tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import segmentation3d
     from ..train.loop import Trainer, resume_config
+
+    if args.task == "segmentation3d" or segmentation3d.is_segmentation3d_run(args.resume):
+        return segmentation3d.run_from_args(args)  # point clouds have a runner of their own
 
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
     config = resume_config(args.resume) if args.resume else build_train_config(args)

@@ -32,19 +32,20 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: 
         if crse is not None:
             sig = signals[idx]  # [W, K, S]
             cells = table_cells(sig[:, :, None, :], sig[:, None, :, :], lengths) + offsets  # [W, Kq, Kk, S]
-            per_query = torch.einsum("whid,lhd->whil", qw, tables[0])
+            per_query = torch.einsum("whid,lhd->whil", qw, tables[0])  # [W, H, K, sum L]
             per_key = torch.einsum("whjd,lhd->whjl", kw, tables[1])
-            for axis in range(cells.shape[-1]):
-                cell = cells[..., axis]
-                logits = logits + per_query.gather(3, cell[:, None].expand(shape))
-                logits = logits + per_key.gather(3, cell.transpose(1, 2)[:, None].expand(shape)).transpose(-1, -2)
+            # One gather for all axes (a gather per axis would zero a per_query-sized gradient per axis).
+            w, h, n, axes = shape[0], shape[1], shape[2], cells.shape[-1]
+            flat = cells.reshape(w, 1, n, n * axes).expand(w, h, n, n * axes)
+            logits = logits + per_query.gather(3, flat).view(w, h, n, n, axes).sum(-1)
+            flat_t = cells.transpose(1, 2).reshape(w, 1, n, n * axes).expand(w, h, n, n * axes)
+            logits = logits + per_key.gather(3, flat_t).view(w, h, n, n, axes).sum(-1).transpose(-1, -2)
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
         weights = torch.softmax(logits, dim=-1)
         result = weights @ vw  # [W, H, K, D]
         if crse is not None:
-            binned = weights.new_zeros(*shape[:3], tables[2].shape[0])
-            for axis in range(cells.shape[-1]):
-                binned.scatter_add_(3, cells[..., axis][:, None].expand(shape), weights)
+            binned = weights.new_zeros(*shape[:3], tables[2].shape[0]).scatter_add_(
+                3, flat, weights[..., None].expand(*shape, axes).reshape(w, h, n, n * axes))
             result = result + torch.einsum("whil,lhd->whid", binned, tables[2])
         result = result.transpose(1, 2)  # [W, K, H, D]
         out[idx[mask]] = result[mask]
