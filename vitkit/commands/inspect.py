@@ -15,6 +15,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models():
         model = create_model(name, device="meta")
+        if not hasattr(model.config, "input_shape"):  # point-cloud models: shapes depend on the scan (see summary)
+            rows.append({"name": name, "params": sum(p.numel() for p in model.parameters()), "gflops": None,
+                         "input": "points", "description": get_spec(name).description})
+            continue
         config = model.config
         summary = summarize(model, (1, *config.input_shape), name=name)
         rows.append({"name": name, "params": summary.total_params, "gflops": summary.total_flops / 1e9,
@@ -25,12 +29,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'model':<{width}}  {'params':>13}  {'GFLOPs':>8}  {'input':<11}  description")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['params']:>13,}  {r['gflops']:>8.2f}  {r['input']:<11}  {r['description']}")
+        gflops = "-" if r["gflops"] is None else f"{r['gflops']:.2f}"
+        print(f"{r['name']:<{width}}  {r['params']:>13,}  {gflops:>8}  {r['input']:<11}  {r['description']}")
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .. import summarize_model
+    from ..models import get_config
+
+    if not hasattr(get_config(args.model), "input_shape"):  # a point-cloud model (Swin3D)
+        from ..analysis.pointcloud import summarize_points
+
+        points = summarize_points(args.model, args.points)
+        print(json.dumps(points.to_dict(), indent=2) if args.json else points.to_table())
+        return 0
 
     summary = summarize_model(args.model, input_size=args.input_size, batch=args.batch)
     print(summary.to_json() if args.json else summary.to_table())
@@ -47,4 +60,6 @@ def register(add) -> None:
                          help="input size, e.g. 3x224x224, or CxTxHxW for video models, e.g. 3x16x224x224 "
                               "(default: the model's own)")
     summary.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    summary.add_argument("--points", type=positive_int, default=100_000,
+                         help="point-cloud models: points of the synthetic scan (default 100000)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")

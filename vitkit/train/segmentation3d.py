@@ -44,8 +44,8 @@ class Seg3DConfig:
     warmup_epochs: float = 1.0
     crop: float = 3.0
     """Training crops: columns of crop x crop metres (0: whole scans)."""
-    train_scans: int = 48
-    val_scans: int = 8
+    train_scans: int = 32
+    val_scans: int = 6
     time_limit: float = 0.0
     """Minutes of training after which the run stops at the end of an epoch (0: none)."""
     seed: int = 0
@@ -185,7 +185,7 @@ class Segmentation3DRun:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 self.optimizer.step()
-                loss_sum += float(loss) * int(keep.sum())
+                loss_sum += float(loss.detach()) * int(keep.sum())
                 correct += int((logits[keep].argmax(1) == batch.labels[keep]).sum())
                 seen += int(keep.sum())
                 print(f"\repoch {self.epoch + 1}/{c.epochs} step {step + 1}/{self.steps_per_epoch} "

@@ -15,7 +15,7 @@ from .cloud import PointCloud, estimate_normals
 from .readers import find_scans, read_scan
 
 
-def load_scans(data: str, train_count: int = 48, val_count: int = 8, density: float = 300.0
+def load_scans(data: str, train_count: int = 32, val_count: int = 6, density: float = 300.0
                ) -> tuple[list[PointCloud], list[PointCloud]]:
     """Train and val scans of ``data``: ``indoor-rooms`` (generated) or a folder of S3DIS / ScanNet / PLY scans.
 

@@ -122,4 +122,4 @@ SWIN3D_L_RGBN = Swin3DConfig(channels=(80, 160, 320, 640, 640), heads=(10, 10, 2
 SWIN3D_S = SWIN3D_S_RGBN.replace(crse=("xyz", "rgb"), in_channels=3, up_attention=False)
 SWIN3D_L = SWIN3D_L_RGBN.replace(crse=("xyz", "rgb"), in_channels=3, up_attention=False)
 SWIN3D_TINY = Swin3DConfig(depths=(1, 1, 2, 1, 1), channels=(16, 32, 64, 64, 64), heads=(2, 2, 4, 4, 4),
-                           window_sizes=(5, 5, 5, 5, 5), down_stride=2, drop_path=0.1, voxel_size=0.05)
+                           window_sizes=(5, 5, 5, 5, 5), down_stride=2, drop_path=0.1, voxel_size=0.1)

@@ -12,7 +12,7 @@ MODELS = {
     "swin3d_l": (SWIN3D_L, "Swin3D-L as the official README counts it (60.75 M): cRSE XYZ+RGB, RGB input"),
     "swin3d_s_rgbn": (SWIN3D_S_RGBN, "Swin3D-S for ScanNet: cRSE XYZ+RGB+NORM, 9 inputs, attention decoder"),
     "swin3d_l_rgbn": (SWIN3D_L_RGBN, "Swin3D-L for ScanNet: cRSE XYZ+RGB+NORM, 9 inputs, attention decoder"),
-    "swin3d_tiny": (SWIN3D_TINY, "a CPU-sized Swin3D (0.8 M): 5 cm voxels, windows of 5, for the indoor-rooms demo"),
+    "swin3d_tiny": (SWIN3D_TINY, "a CPU-sized Swin3D (0.8 M): 10 cm voxels, windows of 5, for the indoor-rooms demo"),
 }
 
 
