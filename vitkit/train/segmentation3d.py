@@ -173,6 +173,8 @@ class Segmentation3DRun:
             self.model.train()
             start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
             for step in range(self.steps_per_epoch):
+                if c.time_limit and seen and (self.train_seconds + time.perf_counter() - start) / 60 >= c.time_limit:
+                    break  # evaluate and save the partial epoch, then stop below
                 picks = order[step * c.batch_size : (step + 1) * c.batch_size]
                 clouds = [crop(augment(self.train_scans[i], rng), c.crop, rng) for i in picks]
                 batch = make_batch(clouds, self.voxel_size)

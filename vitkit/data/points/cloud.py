@@ -36,7 +36,7 @@ class PointCloud:
                           self.name)
 
 
-def estimate_normals(xyz: np.ndarray, k: int = 16, cell: float = 0.1) -> np.ndarray:
+def estimate_normals(xyz: np.ndarray, k: int = 16, cell: float = 0.2) -> np.ndarray:
     """float32 [P, 3]: unit normals from the covariance of each point's k nearest neighbours, oriented towards
     the scan's centre (a scanner inside the room sees surfaces from the inside)."""
     from ...models.swin3d.sparse import knn
@@ -47,7 +47,7 @@ def estimate_normals(xyz: np.ndarray, k: int = 16, cell: float = 0.1) -> np.ndar
     neighbours = points[index]  # [P, k, 3]
     centred = neighbours - neighbours.mean(1, keepdim=True)
     cov = centred.transpose(1, 2) @ centred
-    _, vectors = torch.linalg.eigh(cov.double())
+    _, vectors = torch.linalg.eigh(cov)
     normal = vectors[:, :, 0].float()
     towards = points.mean(0) - points
     normal = torch.where(((normal * towards).sum(1, keepdim=True) < 0), -normal, normal)

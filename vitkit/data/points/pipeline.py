@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def load_scans(data: str, train_count: int = 32, val_count: int = 6, density: fl
     val; otherwise the last fifth of the scans (at least one) is val. Scans without normals get estimated ones.
     """
     if data == indoor_rooms.NAME:
-        train, val = indoor_rooms.rooms("train", train_count, density), indoor_rooms.rooms("val", val_count, density)
+        train = [_cached_room(i, density) for i in range(train_count)]
+        val = [_cached_room(indoor_rooms.VAL_SEED + i, density) for i in range(val_count)]
     else:
         paths = find_scans(Path(data))
         held = [p for p in paths if "Area_5" in p.parts or "val" in p.parts]
@@ -38,6 +40,22 @@ def load_scans(data: str, train_count: int = 32, val_count: int = 6, density: fl
         if cloud.labels is None:
             raise VitkitError(f"{cloud.name}: the scan has no labels; training and evaluation need labelled scans")
     return train, val
+
+
+def _cached_room(seed: int, density: float) -> PointCloud:
+    """A generated room with estimated normals, kept in ``$VITKIT_CACHE/indoor-rooms`` (default ~/.cache/vitkit)."""
+    root = Path(os.environ.get("VITKIT_CACHE", Path.home() / ".cache" / "vitkit")) / indoor_rooms.NAME
+    path = root / f"v1-{seed}-{density:g}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return PointCloud(f["xyz"], f["rgb"], f["normal"], f["labels"], name=f"{indoor_rooms.NAME}/{seed}")
+    room = indoor_rooms.generate_room(seed, density)
+    room.normal = estimate_normals(room.xyz)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+    np.savez(tmp, xyz=room.xyz, rgb=room.rgb, normal=room.normal, labels=room.labels)
+    os.replace(tmp, path)
+    return room
 
 
 @dataclass

@@ -43,15 +43,15 @@ class Swin3DStage(nn.Module):
             Swin3DBlock(dim, heads, window_size, quant_size, signals, mlp_ratio, drop_path[i]) for i in range(depth))
 
     def plans(self, voxels: Voxels) -> list[tuple[WindowPlan, torch.Tensor]]:
-        """The regular and the shifted windows of ``voxels``, each with the voxels' cRSE signals."""
+        """The regular and (for two blocks or more) the shifted windows of ``voxels``, with cRSE signals."""
         out = []
-        for shift in (0, self.window_size // 2):
+        for shift in (0, self.window_size // 2)[: min(2, len(self.blocks))]:
             plan = plan_windows(voxels, self.window_size, shift)
             out.append((plan, voxel_signals(voxels, self.signals, plan.local, self.quant_size)))
         return out
 
     def forward(self, feats: torch.Tensor, voxels: Voxels) -> torch.Tensor:
-        plans = self.plans(voxels) if len(self.blocks) > 1 else self.plans(voxels)[:1]
+        plans = self.plans(voxels)
         for i, block in enumerate(self.blocks):
             plan, signals = plans[i % 2]
             feats = block(feats, plan, signals)
