@@ -133,3 +133,15 @@ def test_timm_hub_names_offline_give_a_one_line_error(tmp_path, monkeypatch) -> 
     assert result.returncode == 2
     assert "could not download" in result.stderr and "pass the file's path" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_default_pretrained_tags_are_timms() -> None:
+    """``timm:NAME`` / ``pretrained=True`` pick the weights timm's ``create_model(NAME, pretrained=True)`` picks."""
+    from timm.models import get_pretrained_cfg
+
+    from vitkit.interop.hub import TIMM_DEFAULT_TAGS, hub_repo
+
+    for name, tag in TIMM_DEFAULT_TAGS.items():
+        cfg = get_pretrained_cfg(name)
+        assert cfg.tag == tag, name
+        assert hub_repo(f"timm:{name}") == cfg.hf_hub_id

@@ -318,13 +318,13 @@ def assert_clear(status: int, stderr: str, allowed: tuple[int, ...] = (0, 2)) ->
 
 
 def test_a_bug_is_one_line_with_status_1_and_vitkit_debug_shows_the_traceback(monkeypatch) -> None:
-    import vitkit
+    import vitkit.analysis.summary
     import vitkit.cli as cli
 
     def broken_summary(*args, **kwargs):
         return {}["missing key"]  # a bug: KeyError, not a VitkitError
 
-    monkeypatch.setattr(vitkit, "summarize_model", broken_summary)
+    monkeypatch.setattr(vitkit.analysis.summary, "summarize_model", broken_summary)
     monkeypatch.delenv("VITKIT_DEBUG", raising=False)
     status, stderr = call_cli(["summary", "vit_ti16"])
     assert status == 1 and "Traceback" not in stderr

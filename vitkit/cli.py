@@ -15,11 +15,11 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import VitkitError
 
 # Modules under vitkit/commands/, in the order their commands appear in `vitkit --help`.
-COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop"]
+COMMAND_MODULES = ["inspect", "train", "explain", "bench", "interop", "shard"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import VitkitError
 from .models.registry import build_model, config_class
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import build_model, layers
+from ..errors import ConfigError
+from ..models import ViTConfig, ViViTConfig, build_model, create_model, get_config, layers
 
 _SKIPPED = (nn.Dropout, nn.Identity)
 
@@ -95,6 +96,29 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") ->
         for handle in handles:
             handle.remove()
     return summary
+
+
+def summarize_model(name: str, input_size: tuple[int, ...] | None = None, batch: int = 1, **overrides) -> Summary:
+    """The layer-by-layer dry run of a named model; ``input_size`` is (C, H, W), or (C, T, H, W) for video
+    models, and sets the model's input size."""
+    if input_size is not None:
+        overrides = {**overrides, **input_overrides(get_config(name), input_size)}
+    model = create_model(name, device="meta", **overrides)
+    return summarize(model, (batch, *model.config.input_shape), name=name)
+
+
+def input_overrides(config: ViTConfig | ViViTConfig, input_size: tuple[int, ...]) -> dict:
+    """Config overrides that make a model accept inputs of ``input_size`` = (C, H, W), or (C, T, H, W) for video."""
+    text = "x".join(map(str, input_size))
+    if isinstance(config, ViViTConfig):
+        if len(input_size) != 4:
+            raise ConfigError(f"a video input size is C x T x H x W (e.g. 3x32x224x224), got {text}")
+        channels, frames, height, width = input_size
+        return {"in_channels": channels, "num_frames": frames, "image_size": (height, width)}
+    if len(input_size) != 3:
+        raise ConfigError(f"an image input size is C x H x W, got {text}")
+    channels, height, width = input_size
+    return {"in_channels": channels, "image_size": (height, width)}
 
 
 def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -9,33 +9,36 @@ from .args import positive_int, size
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..analysis import summarize
+    from ..analysis.counts import count
     from ..models import create_model, get_spec, list_models
 
     rows = []
     for name in list_models():
-        model = create_model(name, device="meta")
-        if not hasattr(model.config, "input_shape"):  # point-cloud models: shapes depend on the scan (see summary)
-            rows.append({"name": name, "params": sum(p.numel() for p in model.parameters()), "gflops": None,
-                         "input": "points", "description": get_spec(name).description})
+        spec = get_spec(name)
+        if not hasattr(spec.config, "input_shape"):  # point-cloud models (Swin3D): shapes depend on the scan
+            params = sum(p.numel() for p in create_model(name, device="meta").parameters())
+            rows.append({"name": name, "params": params, "gmacs": None, "gflops": None, "input": "points",
+                         "description": spec.description})
             continue
-        config = model.config
-        summary = summarize(model, (1, *config.input_shape), name=name)
-        rows.append({"name": name, "params": summary.total_params, "gflops": summary.total_flops / 1e9,
-                     "input": "x".join(map(str, summary.input_shape[1:])), "description": get_spec(name).description})
+        counts = count(spec.config)  # from the config: nothing is built
+        rows.append({"name": name, "params": counts.params, "gmacs": counts.macs / 1e9, "gflops": counts.flops / 1e9,
+                     "input": "x".join(map(str, spec.config.input_shape)), "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
-    print(f"{'model':<{width}}  {'params':>13}  {'GFLOPs':>8}  {'input':<11}  description")
+    print(f"{'model':<{width}}  {'params':>13}  {'GMACs':>8}  {'GFLOPs':>8}  {'input':<11}  description")
     for r in rows:
-        gflops = "-" if r["gflops"] is None else f"{r['gflops']:.2f}"
-        print(f"{r['name']:<{width}}  {r['params']:>13,}  {gflops:>8}  {r['input']:<11}  {r['description']}")
+        gmacs, gflops = (f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("gmacs", "gflops"))
+        print(f"{r['name']:<{width}}  {r['params']:>13,}  {gmacs:>8}  {gflops:>8}  {r['input']:<11}  "
+              f"{r['description']}")
+    print("Per input, every token through every block. GMACs: multiply-accumulates, as timm and papers quote them "
+          "(ViT-B/16: 17.6); GFLOPs = 2 x GMACs.")
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .. import summarize_model
+    from ..analysis.summary import summarize_model
     from ..models import get_config
 
     if not hasattr(get_config(args.model), "input_shape"):  # a point-cloud model (Swin3D)
@@ -51,7 +54,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
-    models = add("models", cmd_models, "list every registered model with its parameters and GFLOPs")
+    models = add("models", cmd_models, "list every registered model with its parameters, GMACs and GFLOPs")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     summary = add("summary", cmd_summary, "layer-by-layer dry run: output shape, parameters and FLOPs of each stage")

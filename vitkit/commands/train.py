@@ -27,7 +27,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--warmup-epochs", float, "linear warmup length"),
     ("--clip-grad", float, "gradient-norm clipping (0: off)"),
     ("--label-smoothing", float, "label smoothing"),
-    ("--precision", str, "auto (bf16 where it is faster than fp32: CUDA, CPUs with AMX), bf16 (autocast) or fp32"),
+    ("--precision", str, "auto (bf16 where it is measured faster than fp32 on this machine), bf16 (autocast) or fp32"),
     ("--img-size", positive_int, "training resolution (default: the model's)"),
     ("--crop", str, "rrc (random resized crop), shift or center"),
     ("--augment", str, "trivial (TrivialAugment), randaugment or none"),
@@ -35,7 +35,11 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--cutmix", float, "cutmix alpha (0: off)"),
     ("--ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
     ("--seed", int, "random seed; the same seed repeats a run exactly on CPU"),
-    ("--workers", int, "data loading threads for decoding"),
+    ("--workers", int, "loader worker processes per training process (default: the cores left after one per "
+                       "process, at most 16; 0 builds batches in the training process)"),
+    ("--cache", str, "image folders: auto (default; in memory when the decoded set fits 1/4 of the available "
+                     "memory), ram or none (read the files at every use)"),
+    ("--val-data", str, "val shards, e.g. 'shards/val-{000000..000009}.tar' (default: the val split of --data)"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--time-limit", float, "stop after this many minutes of training"),
     ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),
@@ -139,18 +143,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate_clips
     from ..train.tasks import VideoPreprocess
 
+    from ..data.datasets import EMBEDDED
+    from ..train.feed import resolve_workers
+    from ..train.stream_tasks import StreamedEvalSet
+
     _tune_heap(args.heap)
     model, prep, class_names = _load_for_inference(args)
     video = isinstance(prep, VideoPreprocess)
-    val = prep.eval_set(args.data) if video else _eval_set(args.data, prep.short_side)
+    streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
+    val = prep.eval_set(args.data) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
+        else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
-    if val.skipped:
-        print(report.skipped_warning(val.skipped), file=sys.stderr)
     if video:
         metrics = evaluate_clips(model, val, views=_views(args.views))
+    elif streamed:
+        metrics = val.evaluate(model, resolve_workers(args.workers))
     else:
         metrics = evaluate(model, val, prep, batch_size=args.batch_size)
+    if val.skipped:
+        print(report.skipped_warning(val.skipped), file=sys.stderr)
     out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -178,20 +190,10 @@ def _views(text: str) -> tuple[int, int]:
 
 
 def _eval_set(data: str, short_side: int):
-    """The labelled images to evaluate on: an embedded set's test split, ``data/val``, or ``data/<class>/*``."""
+    """The test split of an embedded set (folders and shards are streamed: ``StreamedEvalSet``)."""
     from ..data.datasets import EMBEDDED
-    from ..data.folders import VAL_NAMES, class_folders
-    from ..data.images import decode_files
 
-    if data in EMBEDDED:
-        return EMBEDDED[data].load(short_side)[1]
-    root = Path(data)
-    root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
-    files = class_folders(root)
-    names = sorted(files)
-    paths = [p for n in names for p in files[n]]
-    labels = [i for i, n in enumerate(names) for _ in files[n]]
-    return decode_files(paths, labels, names, short_side, desc="decoding")
+    return EMBEDDED[data].load(short_side)[1]
 
 
 def _load_for_inference(args: argparse.Namespace):
@@ -212,11 +214,10 @@ def _load_for_inference(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.decode import is_image_file
-    from ..data.images import decode_files
     from ..data.video import is_video_file
     from ..errors import VitkitError
     from ..train import report
-    from ..train.evaluate import predict_clip_logits, predict_logits, top_k
+    from ..train.evaluate import predict_clip_logits, top_k
     from ..train.tasks import VideoPreprocess
 
     _tune_heap(args.heap)
@@ -235,28 +236,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise VitkitError(f"no {'video' if video else 'image'} files in {', '.join(args.inputs)}")
     if video:
         data = prep.files(files, class_names)
-        logits = predict_clip_logits(model, data, views=_views(args.views), desc=None)
-    else:
-        data = decode_files(files, [0] * len(files), class_names, prep.short_side, desc="decoding")
-        logits = predict_logits(model, data, prep, desc=None)
-    if data.skipped:
-        print(report.skipped_warning(data.skipped), file=sys.stderr)
-    ranked = top_k(logits, class_names, args.top_k)
-    rows = [{"file": str(path), "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
-            for path, preds in zip(data.paths, ranked)]
+        batches = iter([(data.paths, predict_clip_logits(model, data, views=_views(args.views), desc=None),
+                         data.skipped)])
+    else:  # one batch of images at a time, decoded in worker processes, printed as it is ready
+        from ..train.feed import resolve_workers
+        from ..train.stream_tasks import predict_files
+
+        batches = predict_files(model, files, prep, resolve_workers(args.workers))
+    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(["file", "rank", "class", "probability"])
+    rows, skipped, count = [], [], 0
+    for paths, logits, bad in batches:
+        skipped += bad
+        for path, preds in zip(paths, top_k(logits, class_names, args.top_k)):
+            count += 1
+            row = {"file": str(path), "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
+            if args.format == "json":
+                rows.append(row)  # one small dict per file; JSON is printed as one document at the end
+            elif writer is not None:
+                for rank, pred in enumerate(row["predictions"], 1):
+                    writer.writerow([row["file"], rank, pred["class"], pred["probability"]])
+            else:
+                best = "  ".join(f"{p['class']} {p['probability']:.1%}" for p in row["predictions"])
+                print(f"{row['file']}  {best}", flush=True)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["file", "rank", "class", "probability"])
-        for row in rows:
-            for rank, pred in enumerate(row["predictions"], 1):
-                writer.writerow([row["file"], rank, pred["class"], pred["probability"]])
-    else:
-        for row in rows:
-            best = "  ".join(f"{p['class']} {p['probability']:.1%}" for p in row["predictions"])
-            print(f"{row['file']}  {best}")
-    return 0 if rows else 1
+    if skipped:
+        print(report.skipped_warning(skipped), file=sys.stderr)
+    return 0 if count else 1
 
 
 def register(add) -> None:
@@ -292,6 +300,8 @@ def register(add) -> None:
                           help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     evaluate.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
     evaluate.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
+    evaluate.add_argument("--workers", type=int, default=None,
+                          help="image decoding worker processes (default: the cores less one, at most 16)")
 
     predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run")
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
@@ -303,3 +313,5 @@ def register(add) -> None:
                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     predict.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
     predict.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
+    predict.add_argument("--workers", type=int, default=None,
+                         help="image decoding worker processes (default: the cores less one, at most 16)")

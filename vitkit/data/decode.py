@@ -5,6 +5,7 @@ Pillow's ``verify()`` passes a truncated JPEG; only a full decode finds it, so e
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -26,8 +27,8 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Open and fully decode an image as 8-bit RGB, applying its EXIF orientation.
+def load_rgb(path: str | Path | bytes, min_size: int | None = None) -> Image.Image:
+    """Open and fully decode an image (a file, or its encoded bytes) as 8-bit RGB, applying its EXIF orientation.
 
     ``min_size`` lets JPEGs decode at a reduced scale that still keeps the shorter side >= ``min_size``
     (much faster for large photos that will be downsized anyway).
@@ -35,13 +36,13 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     Grayscale, 16-bit, palette, CMYK and RGBA images are converted (transparency composited on white).
     Raises :class:`BadImage` with the reason when the file is empty, truncated or not an image.
     """
-    path = Path(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (len(path) if isinstance(path, bytes) else source.stat().st_size) == 0:  # type: ignore[union-attr]
             raise BadImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's EXIF and palette warnings are not the user's problem
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if min_size and image.format == "JPEG":
                     scale = min_size / min(image.size)
                     image.draft("RGB", (max(1, int(image.size[0] * scale)), max(1, int(image.size[1] * scale))))

@@ -10,9 +10,9 @@ from .allocator import resolve_heap, tune_allocator
 from .checkpoint import checkpoint_blocks
 from .int8 import quantize_int8
 from .merge import use_token_merging
-from .precision import MasterWeights, bf16_is_native, fused_adamw, resolve_precision, to_bf16
+from .precision import MasterWeights, bf16_is_native, fused_adamw, precision_choice, resolve_precision, to_bf16
 from .swap import use_fused_kernels, use_matmul_attention, use_plain_kernels
 
 __all__ = ["MasterWeights", "bf16_is_native", "checkpoint_blocks", "fused_adamw", "quantize_int8", "resolve_heap",
-           "resolve_precision", "to_bf16", "tune_allocator", "use_fused_kernels", "use_matmul_attention",
+           "precision_choice", "resolve_precision", "to_bf16", "tune_allocator", "use_fused_kernels", "use_matmul_attention",
            "use_plain_kernels", "use_token_merging"]

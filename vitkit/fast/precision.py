@@ -29,16 +29,24 @@ def bf16_is_native(device: torch.device | str) -> bool:
 
 
 def bf16_is_faster(device: torch.device | str) -> bool:
-    """Whether bf16 runs faster than fp32 on ``device``: a CUDA GPU that supports bf16, or a CPU with AMX tiles.
+    """Whether bf16 runs faster than fp32 on ``device``: a CUDA GPU that supports bf16, or a CPU whose bf16 is
+    native and measured faster (:mod:`vitkit.fast.probe`; flags alone cannot tell, see there)."""
+    return precision_choice(device)[0] == "bf16"
 
-    Native is not enough on a CPU: with AVX-512-BF16 but no AMX (a 2-core Xeon, 2026-12-03, torch 2.13) a
-    2048² bf16 matmul ran at 190 GFLOP/s against 268 in fp32, and ViT-Ti trained at 21 images/s in bf16
-    against 26 in fp32. AMX's tile units are what make CPU bf16 several times faster than fp32.
-    """
+
+def precision_choice(device: torch.device | str) -> tuple[str, str]:
+    """What ``--precision auto`` picks on ``device``, and why, in words for the run's start line."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bf16_is_native(device) and "amx_bf16" in cpu_flags()
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "this GPU computes bf16 natively"
+        return "fp32", "this GPU has no bf16"
+    if device.type != "cpu" or not bf16_is_native(device):
+        return "fp32", "this device only emulates bf16"
+    from .probe import cpu_bf16_probe
+
+    probe = cpu_bf16_probe()
+    return ("bf16" if probe.bf16_wins else "fp32"), probe.describe()
 
 
 @functools.cache
@@ -55,11 +63,11 @@ def cpu_flags() -> frozenset[str]:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> ``bf16`` where the device computes it faster than fp32 (:func:`bf16_is_faster`), else
+    """``auto`` -> ``bf16`` where the device computes it faster than fp32 (:func:`precision_choice`), else
     ``fp32``; other names unchanged."""
     if precision != "auto":
         return precision
-    return "bf16" if bf16_is_faster(device) else "fp32"
+    return precision_choice(device)[0]
 
 
 def fused_adamw(params: Iterable[Any], **options: Any) -> torch.optim.AdamW:

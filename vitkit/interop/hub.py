@@ -11,6 +11,18 @@ from pathlib import Path
 from ..errors import VitkitError
 
 PREFIXES = {"timm:": "timm/", "hf:": ""}
+# timm's default pretrained weights of each architecture (its first pretrained tag, as `timm.create_model(NAME,
+# pretrained=True)` picks it); `timm:NAME` without a tag means these, as in timm.
+TIMM_DEFAULT_TAGS = {
+    "vit_tiny_patch16_224": "augreg_in21k_ft_in1k", "vit_tiny_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_small_patch16_224": "augreg_in21k_ft_in1k", "vit_small_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_small_patch32_224": "augreg_in21k_ft_in1k", "vit_small_patch32_384": "augreg_in21k_ft_in1k",
+    "vit_base_patch16_224": "augreg2_in21k_ft_in1k", "vit_base_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_base_patch32_224": "augreg_in21k_ft_in1k", "vit_base_patch32_384": "augreg_in21k_ft_in1k",
+    "vit_large_patch16_224": "augreg_in21k_ft_in1k", "vit_large_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_large_patch32_224": "orig_in21k", "vit_large_patch32_384": "orig_in21k_ft_in1k",
+    "vit_huge_patch14_224": "orig_in21k",
+}
 # Tried in order: safetensors first (no pickle), then the PyTorch pickle older repos have.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -20,10 +32,23 @@ def is_hub_name(source: str) -> bool:
     return source.startswith(tuple(PREFIXES))
 
 
+def hub_repo(source: str) -> str:
+    """The Hub repository of ``timm:NAME[.TAG]`` or ``hf:ORG/NAME``; a timm name without a tag gets timm's default
+    tag (``timm:vit_base_patch16_224`` -> ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``)."""
+    prefix = next(p for p in PREFIXES if source.startswith(p))
+    name = source[len(prefix):]
+    if prefix == "timm:" and "." not in name:
+        if name not in TIMM_DEFAULT_TAGS:
+            known = ", ".join(TIMM_DEFAULT_TAGS)
+            raise VitkitError(f"{source}: give the weights' tag (timm:{name}.TAG, see https://huggingface.co/timm); "
+                              f"vitkit knows the default tag of {known}")
+        name = f"{name}.{TIMM_DEFAULT_TAGS[name]}"
+    return PREFIXES[prefix] + name
+
+
 def download(source: str) -> Path:
     """The local path of the weights of ``timm:NAME`` or ``hf:ORG/NAME`` (``config.json`` lands beside them)."""
-    prefix = next(p for p in PREFIXES if source.startswith(p))
-    repo = PREFIXES[prefix] + source[len(prefix):]
+    repo = hub_repo(source)
     try:
         from huggingface_hub import errors, hf_hub_download
     except ImportError:
@@ -43,8 +68,8 @@ def download(source: str) -> Path:
         # Offline, unknown repo, gated repo, proxy error...: the advice is the same for each.
         except Exception as error:  # noqa: BLE001
             raise VitkitError(
-                f"could not download {source} from https://huggingface.co/{repo} ({type(error).__name__}); "
-                "if offline, download model.safetensors (and config.json) yourself and pass the file's path"
+                f"could not download {source} ({type(error).__name__}); if offline, download "
+                f"https://huggingface.co/{repo}/resolve/main/{WEIGHT_FILES[0]} and pass the file's path"
             ) from None
     if weights is None:
         raise VitkitError(f"https://huggingface.co/{repo} has none of {', '.join(WEIGHT_FILES)}")

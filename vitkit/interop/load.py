@@ -23,7 +23,7 @@ from ..models.vit import VisionTransformer
 from .detect import detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
-from .hub import download, is_hub_name
+from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name
 from .infer import infer_config
 from .resample import resample_pos_embed
 
@@ -69,6 +69,19 @@ def load(source: str | os.PathLike, num_classes: int | None = None, image_size: 
     model = VisionTransformer(target.replace(extra={**target.extra, "source": info}))
     _load_state(model, state, source, new_head=target.num_classes != config.num_classes)
     return model.eval()
+
+
+def load_pretrained(name: str, num_classes: int | None = None, image_size: int | tuple[int, int] | None = None,
+                    **overrides: Any) -> nn.Module:
+    """The registered ViT ``name`` (vitkit's or timm's name) with timm's default pretrained weights."""
+    from ..models.registry import get_spec, timm_name
+
+    timm = timm_name(name)
+    if timm is None:
+        get_spec(name)  # an unknown name: the error suggests close ones
+        raise VitkitError(f"no pretrained weights for {name}; pretrained=True works for the ViTs of timm "
+                          f"({', '.join(TIMM_DEFAULT_TAGS)})")
+    return load(f"timm:{timm}", num_classes=num_classes, image_size=image_size, **overrides)
 
 
 def read_source(source: str) -> SourceWeights:

@@ -5,11 +5,11 @@ A named model (``vit_b16``, ``seed``) is nothing but an instance of this class; 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
+from .base import TransformerConfig, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
 Pooling = Literal["cls", "mean"]
@@ -18,18 +18,8 @@ AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
 
 
-def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """Return ``(h, w)`` for an int or a pair."""
-    if isinstance(value, int):
-        return (value, value)
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2:
-        raise ConfigError(f"expected an int or a pair (H, W), got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
 @dataclass
-class ViTConfig:
+class ViTConfig(TransformerConfig):
     """Every option of :class:`vitkit.models.VisionTransformer`.
 
     The defaults are the paper's model (Dosovitskiy et al. 2020) as timm builds it: pre-norm blocks, a [CLS]
@@ -74,6 +64,9 @@ class ViTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
+    kind: ClassVar[str] = "ViT"
+    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "patch_size")
+
     def __post_init__(self) -> None:
         self.image_size = to_pair(self.image_size)
         self.patch_size = to_pair(self.patch_size)
@@ -88,21 +81,12 @@ class ViTConfig:
                     f"image {axis} {size} is not a multiple of the patch size {patch}; "
                     f"use an image size like {size // patch * patch or patch}"
                 )
-        for name in ("depth", "heads", "dim", "in_channels"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.heads:  # after the positivity check: heads=0 must not divide by zero
-            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
-        for name in ("dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        _check_choice("norm", self.norm, NormPlacement)
-        _check_choice("pool", self.pool, Pooling)
-        _check_choice("pos_embed", self.pos_embed, PosEmbed)
-        _check_choice("attention_axis", self.attention_axis, AttentionAxis)
-        _check_choice("stem", self.stem, Stem)
+        self.check_transformer(("depth", "heads", "dim", "in_channels"))
+        check_choice("norm", self.norm, NormPlacement)
+        check_choice("pool", self.pool, Pooling)
+        check_choice("pos_embed", self.pos_embed, PosEmbed)
+        check_choice("attention_axis", self.attention_axis, AttentionAxis)
+        check_choice("stem", self.stem, Stem)
         patch = self.patch_size[0]
         if self.stem == "conv" and (self.patch_size[0] != self.patch_size[1] or patch < 2 or patch & (patch - 1)):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")
@@ -119,38 +103,6 @@ class ViTConfig:
         return self.grid_size[0] * self.grid_size[1]
 
     @property
-    def hidden_dim(self) -> int:
-        """The feed-forward hidden size actually used."""
-        return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
-
-    @property
     def input_shape(self) -> tuple[int, int, int]:
         """One image: ``(C, H, W)``."""
         return (self.in_channels, *self.image_size)
-
-    def replace(self, **overrides: Any) -> "ViTConfig":
-        """A copy with some fields changed (validated again)."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown ViT option(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["image_size"] = list(self.image_size)
-        data["patch_size"] = list(self.patch_size)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ViTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown ViT option(s) in config: {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-
-def _check_choice(name: str, value: str, choices: Any) -> None:
-    allowed = choices.__args__
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

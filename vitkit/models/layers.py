@@ -14,7 +14,6 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 
 class PatchEmbed(nn.Module):
@@ -109,10 +108,6 @@ def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> 
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection and ``scaled_dot_product_attention``.
 
-    ``over_batch=True`` reproduces the blog's defect: the sequence axis becomes the batch axis, so each token
-    position attends across the images of the batch (what ``nn.MultiheadAttention`` does without
-    ``batch_first=True`` when given [B, N, D]).
-
     Set ``keep_weights = True`` to compute the attention probabilities explicitly and keep them in
     ``self.weights`` ([B, heads, N, N]); the fused kernel, which never materialises them, stays the default.
 
@@ -120,9 +115,11 @@ class Attention(nn.Module):
     a key and a value: all that a [CLS] read-out needs from the last block (see :func:`readout_queries`).
     """
 
+    over_batch = False
+    """Whether the sequence attended over is the batch axis (the blog's defect, :mod:`vitkit.models.seed`)."""
+
     def __init__(
         self, dim: int, heads: int, qkv_bias: bool = True, attn_dropout: float = 0.0, proj_dropout: float = 0.0,
-        over_batch: bool = False,
     ) -> None:
         super().__init__()
         self.heads = heads
@@ -131,20 +128,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_dropout = attn_dropout
         self.proj_dropout = nn.Dropout(proj_dropout)
-        self.over_batch = over_batch
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
-        if self.over_batch:
-            x = x.transpose(0, 1)
         q, k, v = self.project_qkv(x)
         if queries is not None:
             # The q part of qkv is still computed for every token (a third of one projection): slicing the
             # output keeps this working for any Linear replacement (fused, int8), where slicing weights would not.
             q = q[:, :, :queries]
-        out = self.project_out(self.attend(q, k, v))
-        return out.transpose(0, 1) if self.over_batch else out
+        return self.project_out(self.attend(q, k, v))
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, L, D] -> queries, keys and values, [B, heads, L, head_dim] each."""
@@ -222,39 +215,32 @@ class Block(nn.Module):
     """One Transformer encoder block: attention and MLP, each inside a residual connection with LayerNorm.
 
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
-    ``norm(x + f(x))``.
+    ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
-        attention_over_batch: bool = False,
+        attention: type[Attention] = Attention,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, heads, qkv_bias, attn_dropout, dropout, over_batch=attention_over_batch)
+        self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, hidden_dim, dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
-        """[B, N, D] -> [B, N, D]; with ``queries=n``, only the first ``n`` output tokens, [B, n, D]."""
-        if queries is not None:
-            return self._forward_queries(x, queries)
-        if self.pre_norm:
-            x = add_residual(x, self.drop_path(self.attn(self.norm1(x))))
-            return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
-        x = self.norm1(add_residual(x, self.drop_path(self.attn(x))))
-        return self.norm2(add_residual(x, self.drop_path(self.mlp(x))))
+        """[B, N, D] -> [B, N, D]; with ``queries=n``, only the first ``n`` output tokens, [B, n, D].
 
-    def _forward_queries(self, x: torch.Tensor, queries: int) -> torch.Tensor:
-        # Outputs of token i depend on all tokens only through attention's keys and values, so everything after
-        # the attention runs on the first ``queries`` tokens alone.
+        Outputs of token i depend on all tokens only through attention's keys and values, so everything after
+        the attention runs on the first ``queries`` tokens alone."""
+        kept = x if queries is None else x[:, :queries]
         if self.pre_norm:
-            x = add_residual(x[:, :queries], self.drop_path(self.attn(self.norm1(x), queries)))
+            x = add_residual(kept, self.drop_path(self.attn(self.norm1(x), queries)))
             return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
-        x = self.norm1(add_residual(x[:, :queries], self.drop_path(self.attn(x, queries))))
+        x = self.norm1(add_residual(kept, self.drop_path(self.attn(x, queries))))
         return self.norm2(add_residual(x, self.drop_path(self.mlp(x))))
 
 
@@ -287,17 +273,6 @@ def every_token(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         if prune is not None:
             model.prune_readout = prune
-
-
-def run_blocks(blocks: nn.Sequential, x: torch.Tensor, queries: int | None = None,
-               checkpointing: bool = False) -> torch.Tensor:
-    """Run ``blocks`` in order; the last one computes only its first ``queries`` outputs when given. With
-    ``checkpointing``, each block's activations are recomputed in the backward pass instead of stored."""
-    last = len(blocks) - 1
-    for i, block in enumerate(blocks):
-        args = (x,) if i != last or queries is None else (x, queries)
-        x = checkpoint(block, *args, use_reentrant=False) if checkpointing else block(*args)
-    return x
 
 
 def init_weights(module: nn.Module) -> None:

@@ -1,6 +1,8 @@
 """Named models. A name is a config, not a function: ``vit_b16`` is ``ViTConfig(dim=768, depth=12, ...)``.
 
-Sizes follow the ViT paper (Ti and S from DeiT) and timm, so parameter counts match timm's models.
+Sizes follow the ViT paper (Ti and S from DeiT) and timm, so parameter counts match timm's models. timm's names
+of the same models are aliases: ``vit_base_patch16_224`` is ``vit_b16``, ``vit_base_patch16_384`` is ``vit_b16``
+at 384 px.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import ViTConfig
+from .seed import SEED
 from .vit import VisionTransformer
 from .vivit import VideoVisionTransformer
 from .vivit_config import VARIANT_NUMBERS, ViViTConfig
@@ -41,6 +44,8 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "h": (1280, 32, 16),
 }
 _SIZE_NAMES = {"ti": "Tiny", "s": "Small", "b": "Base", "l": "Large", "h": "Huge"}
+_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}
+"""timm's name of a registered model -> (vitkit's name, config overrides)."""
 
 
 def register(name: str, config: Any, build: Callable[[Any], nn.Module], description: str) -> None:
@@ -56,12 +61,31 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The registered spec for ``name``, or a one-line error that suggests close names."""
+    """The registered spec for ``name`` (or a timm-style alias of one), or a one-line error suggesting close
+    names."""
+    if name in _ALIASES:
+        target, overrides = _ALIASES[name]
+        spec = _REGISTRY[target]
+        return ModelSpec(name, spec.config.replace(**overrides), spec.build, f"timm's name for {target}"
+                         + (f" at {overrides['image_size']} px" if overrides else ""))
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        close = difflib.get_close_matches(name, [*_REGISTRY, *_ALIASES], n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown model {name!r}; {hint}`vitkit models` lists them all")
     return _REGISTRY[name]
+
+
+def timm_name(name: str) -> str | None:
+    """timm's name of the registered model ``name`` (itself for a timm alias), or None if timm has no such model."""
+    if name in _ALIASES:
+        return name
+    return next((alias for alias, (target, overrides) in _ALIASES.items() if target == name and not overrides), None)
+
+
+def aliases() -> dict[str, str]:
+    """Every timm-style alias and the vitkit model it names (``vit_b16``, ``vit_b16 at 384 px``)."""
+    return {alias: target + (f" at {over['image_size']} px" if over else "") for alias, (target, over) in
+            _ALIASES.items()}
 
 
 def get_config(name: str, **overrides: Any) -> Any:
@@ -69,12 +93,19 @@ def get_config(name: str, **overrides: Any) -> Any:
     return get_spec(name).config.replace(**overrides)
 
 
-def create_model(name: str, *, device: torch.device | str | None = None, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: bool = False, device: torch.device | str | None = None,
+                 **overrides: Any) -> nn.Module:
     """Build a named model, e.g. ``create_model("vit_s16", num_classes=2)``.
 
     Any config field can be overridden. ``device="meta"`` builds it without allocating weights.
+    ``pretrained=True`` loads timm's default pretrained weights for the model (downloaded once from the Hugging
+    Face Hub, as ``vitkit.load("timm:NAME")``), resized to ``num_classes`` / ``image_size`` if given.
     """
     spec = get_spec(name)
+    if pretrained:
+        from ..interop.load import load_pretrained  # interop builds on models: imported only when asked for
+
+        return load_pretrained(name, **overrides).to(device or "cpu")
     config = spec.config.replace(**overrides)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         return spec.build(config)
@@ -109,15 +140,16 @@ def _register_vits() -> None:
             f"vit_{size}{patch}", ViTConfig(patch_size=patch, dim=dim, depth=depth, heads=heads), VisionTransformer,
             f"ViT-{_SIZE_NAMES[size]}/{patch} at 224 px, as in the ViT paper and timm",
         )
-    # The blog's model, defects included (see docs/seed.md). Depth, heads and MLP size are not stated in the
-    # post; we take ViT-B's 12 / 12 / 3072.
-    seed = ViTConfig(
-        num_classes=2, norm="post", pos_embed="learned_patches", attn_dropout=0.1, attention_axis="batch",
-        norm_eps=1e-5,
-    )
-    register("seed", seed, VisionTransformer,
+        if (size, patch) == ("ti", 32):  # not in timm
+            continue
+        timm = f"vit_{_SIZE_NAMES[size].lower()}_patch{patch}"
+        _ALIASES[f"{timm}_224"] = (f"vit_{size}{patch}", {})
+        if size != "h":  # timm has no ViT-H/14 at 384 px
+            _ALIASES[f"{timm}_384"] = (f"vit_{size}{patch}", {"image_size": 384})
+    # The blog's model, defects included (see docs/seed.md and seed.py).
+    register("seed", SEED, VisionTransformer,
              "the blog's model exactly: post-norm, pos-embed before [CLS], attention across the batch (a defect)")
-    register("seed_fixed", seed.replace(attention_axis="tokens"), VisionTransformer,
+    register("seed_fixed", SEED.replace(attention_axis="tokens"), VisionTransformer,
              "the blog's model with attention over the tokens of each image (batch-mixing defect fixed)")
     # The embedded demo's model: 28x28 digits in 4x4 patches of 7x7 pixels.
     register("vit_mnist", ViTConfig(image_size=28, patch_size=7, dim=128, depth=6, heads=4, num_classes=10),

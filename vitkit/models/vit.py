@@ -14,9 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import TransformerModel, block_stack
 from .config import ViTConfig
-from .layers import (Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights, readout_queries,
-                     run_blocks, sincos_2d)
+from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
+                     readout_queries, sincos_2d)
+from .seed import BatchAxisAttention
 
 
 class Pool(nn.Module):
@@ -39,38 +41,33 @@ class Pool(nn.Module):
         return "pool ([CLS] token)" if self.mode == "cls" else "pool (mean of patches)"
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(TransformerModel):
     """A ViT built from a :class:`ViTConfig`. ``forward(images)`` returns logits, or features if
     ``num_classes == 0``."""
 
+    input_name = "images"
+
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.num_prefix_tokens = int(c.class_token)
         self.patch_embed = (ConvStem if c.stem == "conv" else PatchEmbed)(c.patch_size, c.in_channels, c.dim)
         self.cls_token = ClassToken(c.dim) if c.class_token else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
-        rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]
-        self.blocks = nn.Sequential(*[
-            Block(
-                c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps,
-                attention_over_batch=c.attention_axis == "batch",
-            )
-            for rate in rates
-        ])
+        attention = BatchAxisAttention if c.attention_axis == "batch" else Attention
+        self.blocks = block_stack(lambda rate: Block(
+            c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
+            drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps, attention=attention,
+        ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
         self.pool = Pool(c.pool, self.num_prefix_tokens)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
-        self.grad_checkpointing = False
-        """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
-        self.prune_readout = True
-        """In ``forward``, run the last block for the [CLS] token alone when that is all the head reads
-        (see :func:`~vitkit.models.layers.readout_queries`); the result is the same."""
         self.apply(init_weights)
+
+    def block_stacks(self) -> list[nn.Sequential]:
+        return [self.blocks]
 
     @staticmethod
     def _make_pos_embed(c: ViTConfig) -> PositionEmbedding | None:
@@ -93,18 +90,12 @@ class VisionTransformer(nn.Module):
         return self._encode(images, queries=None)
 
     def _encode(self, images: torch.Tensor, queries: int | None) -> torch.Tensor:
-        self._check_input(images)
+        self.check_input(images)
         x = self.patch_embed(images)
         for name in self.embed_order:
             x = getattr(self, name)(x)
-        x = self.run_blocks(self.pos_drop(x), queries)
+        x = self.run_stack(self.blocks, self.pos_drop(x), queries)
         return self.norm(x) if self.config.pool == "cls" else x
-
-    def run_blocks(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
-        """The encoder blocks (the last one for its first ``queries`` tokens only, when given), with activation
-        checkpointing when enabled and training."""
-        checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        return run_blocks(self.blocks, x, queries, checkpointing)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]."""
@@ -117,16 +108,3 @@ class VisionTransformer(nn.Module):
         queries = readout_queries(self.blocks, self.num_prefix_tokens, self.config.pool) if self.prune_readout else None
         return self.forward_head(self._encode(images, queries))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
-        self.config = self.config.replace(num_classes=num_classes)
-        device = next(self.parameters()).device
-        self.head = nn.Linear(self.config.dim, num_classes, device=device) if num_classes else nn.Identity()
-        self.head.apply(init_weights)
-
-    def _check_input(self, images: torch.Tensor) -> None:
-        expected = (self.config.in_channels, *self.config.image_size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            got = "x".join(map(str, images.shape))
-            want = "Bx" + "x".join(map(str, expected))
-            raise ValueError(f"expected images of shape {want}, got {got}")

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights, readout_queries,
-                     run_blocks)
+from .base import TransformerModel, block_stack
+from .layers import Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights, readout_queries
 from .vit import Pool
 from .vivit_config import ViViTConfig
 
@@ -202,13 +202,15 @@ def _block(config: ViViTConfig, drop_path: float) -> nn.Module:
 
 
 def _stack(config: ViViTConfig, depth: int) -> nn.Sequential:
-    rates = [config.drop_path * i / max(depth - 1, 1) for i in range(depth)]
-    return nn.Sequential(*[_block(config, rate) for rate in rates])
+    return block_stack(lambda rate: _block(config, rate), depth, config.drop_path)
 
 
-class VideoVisionTransformer(nn.Module):
+class VideoVisionTransformer(TransformerModel):
     """A ViViT built from a :class:`ViViTConfig`. ``forward(clips)`` takes [B, C, T, H, W] and returns logits,
     or pooled features if ``num_classes == 0``."""
+
+    input_name = "clips"
+    input_axes = "batch, channels, frames, height, width"
 
     def __init__(self, config: ViViTConfig) -> None:
         super().__init__()
@@ -234,10 +236,12 @@ class VideoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.pool = Pool(c.pool, self.num_prefix_tokens)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
-        self.prune_readout = True
-        """In ``forward``, run each last block for the [CLS] token alone where that is all that is read next
-        (see :func:`~vitkit.models.layers.readout_queries`); the result is the same."""
         self.apply(init_weights)
+
+    def block_stacks(self) -> list[nn.Sequential]:
+        if self.factorised_encoder:
+            return [self.spatial_blocks, self.temporal_blocks]
+        return [self.blocks]
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """Normalised encoder output tokens: [B, prefix + T'N, D], or [B, prefix + T', D] for Model 2."""
@@ -246,9 +250,9 @@ class VideoVisionTransformer(nn.Module):
     def _encode(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
         if not self.factorised_encoder:
             x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
-            return self.norm(run_blocks(self.blocks, self.pos_drop(x), self._queries(self.blocks, prune)))
+            return self.norm(self.run_stack(self.blocks, self.pos_drop(x), self._queries(self.blocks, prune)))
         x = self._embed(self._encode_frames(clips, prune), self.temporal_cls_token, self.temporal_pos_embed)
-        return self.norm(run_blocks(self.temporal_blocks, x, self._queries(self.temporal_blocks, prune)))
+        return self.norm(self.run_stack(self.temporal_blocks, x, self._queries(self.temporal_blocks, prune)))
 
     def forward_frames(self, clips: torch.Tensor) -> torch.Tensor:
         """Model 2 only: the spatial encoder's output, one vector per frame, [B, T', D]."""
@@ -258,11 +262,11 @@ class VideoVisionTransformer(nn.Module):
 
     def _encode_frames(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
         x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
-        x = run_blocks(self.spatial_blocks, self.pos_drop(x), self._queries(self.spatial_blocks, prune))
+        x = self.run_stack(self.spatial_blocks, self.pos_drop(x), self._queries(self.spatial_blocks, prune))
         return self.frame_pool(self.spatial_norm(x))
 
     def _patches(self, clips: torch.Tensor) -> torch.Tensor:
-        self._check_input(clips)
+        self.check_input(clips)
         return self.patch_embed(clips)
 
     def _queries(self, blocks: nn.Sequential, prune: bool) -> int | None:
@@ -281,17 +285,3 @@ class VideoVisionTransformer(nn.Module):
     def _embed(tokens: torch.Tensor, cls_token: ClassToken | None, pos_embed: PositionEmbedding) -> torch.Tensor:
         # [CLS] first, so that the position embedding covers it (as in the paper's ViT and in transformers).
         return pos_embed(cls_token(tokens) if cls_token is not None else tokens)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
-        self.config = self.config.replace(num_classes=num_classes)
-        device = self.norm.weight.device
-        self.head = nn.Linear(self.config.dim, num_classes, device=device) if num_classes else nn.Identity()
-        self.head.apply(init_weights)
-
-    def _check_input(self, clips: torch.Tensor) -> None:
-        expected = self.config.input_shape
-        if clips.ndim != 5 or tuple(clips.shape[1:]) != expected:
-            got = "x".join(map(str, clips.shape))
-            want = "Bx" + "x".join(map(str, expected))
-            raise ValueError(f"expected clips of shape {want} (batch, channels, frames, height, width), got {got}")

@@ -15,12 +15,11 @@ A tubelet of ``(1, p, p)`` is the paper's "uniform frame sampling" embedding (ea
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from .config import _check_choice, to_pair
+from .base import TransformerConfig, check_choice, to_pair
 
 Variant = Literal["spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product"]
 VideoPooling = Literal["cls", "mean"]
@@ -42,7 +41,7 @@ def to_triple(value: int | tuple[int, int, int] | list[int]) -> tuple[int, int, 
 
 
 @dataclass
-class ViViTConfig:
+class ViViTConfig(TransformerConfig):
     """Every option of :class:`vitkit.models.vivit.VideoVisionTransformer`.
 
     Inputs are clips ``[B, C, T, H, W]``. Blocks are pre-norm, as in the paper's code (Scenic) and transformers.
@@ -78,14 +77,17 @@ class ViViTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
+    kind: ClassVar[str] = "ViViT"
+    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "tubelet_size")
+
     def __post_init__(self) -> None:
         self.image_size = to_pair(self.image_size)
         self.tubelet_size = to_triple(self.tubelet_size)
         self._validate()
 
     def _validate(self) -> None:
-        _check_choice("variant", self.variant, Variant)
-        _check_choice("pool", self.pool, VideoPooling)
+        check_choice("variant", self.variant, Variant)
+        check_choice("pool", self.pool, VideoPooling)
         sizes = (self.num_frames, *self.image_size)
         for size, step, axis in zip(sizes, self.tubelet_size, ("num_frames", "image height", "image width")):
             if size <= 0 or step <= 0:
@@ -93,16 +95,7 @@ class ViViTConfig:
             if size % step:
                 raise ConfigError(f"{axis} {size} is not a multiple of the tubelet size {step}; "
                                   f"use {axis} {size // step * step or step}")
-        for name in ("depth", "temporal_depth", "heads", "dim", "in_channels"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
-        for name in ("dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        self.check_transformer(("depth", "temporal_depth", "heads", "dim", "in_channels"))
         if self.variant in ("factorised_self_attention", "factorised_dot_product") and self.pool == "cls":
             raise ConfigError(f"Model {VARIANT_NUMBERS[self.variant]} ({self.variant}) has no [CLS] token; "
                               "use pool='mean'")
@@ -131,11 +124,6 @@ class ViViTConfig:
         return self.temporal_tokens * self.spatial_tokens
 
     @property
-    def hidden_dim(self) -> int:
-        """The feed-forward hidden size actually used."""
-        return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
-
-    @property
     def spatial_heads(self) -> int:
         """Heads that attend within a frame in Model 4 (the rest attend across frames)."""
         return self.heads // 2
@@ -144,23 +132,3 @@ class ViViTConfig:
     def input_shape(self) -> tuple[int, int, int, int]:
         """One clip: ``(C, T, H, W)``."""
         return (self.in_channels, self.num_frames, *self.image_size)
-
-    def replace(self, **overrides: Any) -> "ViViTConfig":
-        """A copy with some fields changed (validated again)."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown ViViT option(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["image_size"] = list(self.image_size)
-        data["tubelet_size"] = list(self.tubelet_size)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ViViTConfig":
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown ViViT option(s) in config: {', '.join(sorted(unknown))}")
-        return cls(**data)

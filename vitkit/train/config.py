@@ -41,8 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     precision: str = "auto"
     """``bf16`` (autocast), ``fp32``, or ``auto``: bf16 where the device computes it faster than fp32 (a bf16
-    GPU, a CPU with AMX), else fp32: emulated bf16 is several times slower than fp32, and even AVX-512-BF16
-    without AMX is slower (``vitkit.fast.precision.bf16_is_faster``)."""
+    GPU; a CPU with native bf16 where a cached probe measured it faster, ``vitkit.fast.probe``), else fp32."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
     crop: str = "rrc"
@@ -66,7 +65,13 @@ class TrainConfig:
     compile: bool = False
     grad_checkpointing: bool = False
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None
+    """Loader worker processes per training process (None: the cores left after one per training process)."""
+    cache: str = "auto"
+    """Image folders: ``ram`` decodes everything once into memory, ``none`` reads the files at every use,
+    ``auto`` caches when the estimated decoded size fits 1/4 of the available memory (see data/cache.py)."""
+    val_data: str | None = None
+    """Shards: the val shards (default: the val split of a ``vitkit shard`` folder given as ``data``)."""
     val_fraction: float = 0.2
     crop_pct: float = 0.875
     """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size."""
@@ -107,7 +112,8 @@ class TrainConfig:
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop-scale must be 0 < a <= b <= 1, got {self.crop_scale}"),
             (self.img_size is None or self.img_size > 0, f"--img-size must be positive, got {self.img_size}"),
-            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.cache in ("auto", "ram", "none"), f"--cache must be auto, ram or none, got {self.cache!r}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
             (self.max_bad_steps >= 0, f"--max-bad-steps must be >= 0, got {self.max_bad_steps}"),
             (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),

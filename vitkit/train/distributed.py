@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import VitkitError
+from ..models.base import block_stacks
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,9 @@ def wrap(model: nn.Module, group: Group, device: torch.device, fsdp: bool) -> nn
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for block in getattr(model, "blocks", []):  # one all-gather per block keeps peak memory to one block
-            fully_shard(block)
+        for stack in block_stacks(model):  # one all-gather per block keeps peak memory to one block
+            for block in stack:
+                fully_shard(block)
         fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel

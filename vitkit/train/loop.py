@@ -38,6 +38,7 @@ from . import distributed, report
 from .checkpoint import KEEP, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import autocast
+from .feed import Feed, resolve_workers
 from .optim import make_optimizer, warmup_cosine
 from .tasks import VideoPreprocess, make_task, side_of, video_preprocess
 
@@ -99,7 +100,8 @@ class Trainer:
         self.run_dir = Path(config.out)
         self.group, self.device = distributed.start(device)
         # The run records the precision it chose, so a resumed run keeps it on any machine.
-        self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device))
+        self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device),
+                                                   workers=resolve_workers(config.workers))  # shards: the lane count
         if not resume and has_checkpoint(self.run_dir):
             raise VitkitError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
         self.local_batch = self._local_batch()
@@ -124,6 +126,8 @@ class Trainer:
         warmup = min(total - 1, round(config.warmup_epochs * self.steps_per_epoch))
         self.scheduler = warmup_cosine(self.optimizer, total, max(1, warmup), config.lr, config.min_lr)
         self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
+        self.feed = Feed(self.task, config, rank=self.group.rank, world=self.group.world, local_batch=self.local_batch,
+                         device=self.device, order=epoch_order, cache=getattr(self.task, "cache", None), log=self._log)
         self.epoch, self.step, self.best_accuracy = 0, 0, -1.0
         self.history: list[dict[str, Any]] = []
         self.partial = _EpochStats()
@@ -261,6 +265,7 @@ class Trainer:
             finished = True
         finally:
             board.close()
+            self.feed.close()
             distributed.stop(self.group, finished)
         if not self.group.main:
             return {"rank": self.group.rank, "epochs_done": self.epoch}
@@ -273,9 +278,8 @@ class Trainer:
     def _train_epoch(self, stop: _StopRequest, stop_after_steps: int | None, steps_done: int) -> dict[str, float]:
         c = self.config
         self.wrapped.train()
-        order = epoch_order(c.seed, self.epoch, self.task.sizes[0]).tolist()
-        mine = range(self.group.rank * self.local_batch, (self.group.rank + 1) * self.local_batch)
-        stats, steps = self.partial, 0
+        batches = self.feed.batches(self.epoch, self.step, self.steps_per_epoch)
+        stats, steps, waited, began = self.partial, 0, 0.0, time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch * c.batch_size, initial=self.step * c.batch_size, unit="img",
                    desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True,
                    disable=None if self.group.main else True)
@@ -283,18 +287,26 @@ class Trainer:
             asked = stop.signal is not None or (stop_after_steps is not None and steps_done + steps >= stop_after_steps)
             if distributed.any_true(asked, self.group, self.device):  # every process stops at the same step
                 break
-            indices = order[self.step * c.batch_size : (self.step + 1) * c.batch_size]
-            images, targets = self.task.batch(indices, (c.seed, self.epoch, self.step), mine)
-            result = self._optimizer_step(images.to(self.device), targets.to(self.device))
+            ready = next(batches)
+            waited += self.feed.wait
+            images = ready.inputs.to(self.device, non_blocking=True)
+            result = self._optimizer_step(images, ready.targets.to(self.device, non_blocking=True))
             if result is not None:
-                stats.add(*result, len(indices))
+                stats.add(*result, c.batch_size)
             self.step, steps = self.step + 1, steps + 1
-            bar.update(len(indices))
-            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            bar.update(c.batch_size)
+            elapsed = time.perf_counter() - began
+            speed = dict(speed=f"{steps * c.batch_size / elapsed:.0f} img/s")
+            if waited > 0.1 * elapsed:  # the loader is the bottleneck: say how long each step waits for data
+                speed["data_wait"] = f"{1000 * waited / steps:.0f} ms/step"
+            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", **speed)
             if c.save_every and self.global_step % c.save_every == 0 and self.step < self.steps_per_epoch:
                 self._save_checkpoint()
         bar.close()
-        return {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "steps": steps}
+        elapsed = time.perf_counter() - began
+        return {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "steps": steps,
+                "images_per_s": round(steps * c.batch_size / max(elapsed, 1e-9), 1),
+                "data_wait_s_per_step": round(waited / max(1, steps), 4)}
 
     def _optimizer_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int] | None:
         """One step on the global batch; returns its (mean loss, correct count), or None when it was skipped."""
@@ -420,6 +432,7 @@ class Trainer:
         self._log(f"global batch {c.batch_size} = {self.group.world} process(es) x {self.local_batch} per process"
                   f" ({c.accum_steps} micro-batch(es) of {self.local_batch // c.accum_steps}), {engine}; lr {c.lr:g} "
                   "is for the global batch, so the process count changes nothing (scale --lr with --batch-size)")
+        self._log(self.feed.describe())
 
     def _finish(self, elapsed: float) -> dict[str, Any]:
         from ..store import load_model

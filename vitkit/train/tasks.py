@@ -48,6 +48,8 @@ class ImageTask:
     """Image folders (or an embedded image set), center-crop evaluation."""
 
     kind = "image"
+    cache: Any = None
+    """The ``CachePlan`` that ``--cache`` chose (set by :func:`make_task`), for the start line."""
 
     def __init__(self, config: TrainConfig, image_size: int) -> None:
         self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
@@ -203,7 +205,14 @@ def make_task(config: TrainConfig, model_config: Any) -> ImageTask | VideoTask:
     size = config.img_size or side_of(model_config.image_size)
     if config.task == "video":
         return VideoTask(config, size, config.frames or model_config.num_frames)
-    return ImageTask(config, size)
+    from .feed import choose_task  # shards, or a folder too large for memory: read from disk at each use
+
+    streamed, cache = choose_task(config, size)
+    if streamed is not None:
+        return streamed
+    task = ImageTask(config, size)
+    task.cache = cache  # what --cache chose, for the start line
+    return task
 
 
 def side_of(size: int | tuple[int, int]) -> int:

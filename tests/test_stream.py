@@ -1,0 +1,123 @@
+"""The streaming loader (vitkit/data/stream.py): batches built in worker processes from files on disk equal
+the batches of the in-memory cache, unreadable files are replaced and listed, and a worker that dies or fails
+names its file in one line instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import signal
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_training import make_folder
+from vitkit.data import images as images_module
+from vitkit.data import stream
+from vitkit.data.cache import plan_cache
+from vitkit.data.folders import find_dataset
+from vitkit.data.images import decode_files
+from vitkit.data.pipeline import Augment, Preprocess, train_batch
+from vitkit.errors import VitkitError
+
+PREP = Preprocess(24, 28, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+MIXED = Augment(policy="randaugment", mixup=0.4, cutmix=1.0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("stream") / "shapes", per_class=8)
+
+
+def _sets(root: Path):
+    found = find_dataset(root)
+    cached = decode_files(found.train.paths, found.train.labels, found.class_names, PREP.short_side, workers=1)
+    streamed = stream.StreamedImageSet(stream.FileImages(found.train.paths, PREP.short_side), found.train.labels,
+                                       found.class_names)
+    return cached, streamed
+
+
+def _build(streamed, order: list[int], batch: int, aug: Augment = MIXED, positions: range | None = None):
+    def build(epoch: int, step: int) -> stream.StepBatch:
+        indices = order[step * batch : (step + 1) * batch]
+        images, targets = stream.train_batch_from_files(streamed, indices, PREP, aug, 2, (3, epoch, step), positions)
+        return stream.StepBatch(images, targets, stream.take_skipped())
+    return build
+
+
+def test_streamed_batches_equal_the_in_memory_cache_bit_for_bit(folder) -> None:
+    cached, streamed = _sets(folder)
+    order = torch.randperm(len(cached), generator=torch.Generator().manual_seed(1)).tolist()
+    loader = stream.StepLoader(_build(streamed, order, 6), workers=2)
+    try:
+        got = list(loader.batches(0, range(2)))
+    finally:
+        loader.close()
+    assert len(got) == 2
+    for step, batch in enumerate(got):
+        images, targets = train_batch(cached, order[step * 6 : (step + 1) * 6], PREP, MIXED, 2, (3, 0, step))
+        assert torch.equal(batch.inputs, images), f"step {step}: worker-built images differ from the cached path"
+        assert torch.equal(batch.targets, targets)
+
+
+def test_a_process_building_some_rows_gets_exactly_those_rows_of_the_whole_batch(folder) -> None:
+    _, streamed = _sets(folder)
+    order = list(range(len(streamed)))
+    whole = _build(streamed, order, 6)(0, 1)
+    rows = _build(streamed, order, 6, positions=range(3, 6))(0, 1)
+    assert torch.equal(rows.inputs, whole.inputs[3:6]) and torch.equal(rows.targets, whole.targets[3:6])
+
+
+def test_an_unreadable_file_is_replaced_by_the_next_readable_one_of_the_batch_and_listed(folder, tmp_path) -> None:
+    root = tmp_path / "shapes"
+    shutil.copytree(folder, root)
+    found = find_dataset(root)
+    bad = found.train.paths[1]
+    bad.write_bytes(b"<html>not an image</html>")
+    streamed = stream.StreamedImageSet(stream.FileImages(found.train.paths, PREP.short_side), found.train.labels,
+                                       found.class_names)
+    plain = Augment(crop="center", flip=False, policy="none")
+    batch = _build(streamed, list(range(len(streamed))), 4, plain)(0, 0)
+    assert [p for p, _ in batch.skipped] == [str(bad)]
+    assert "not an image" in batch.skipped[0][1]
+    assert torch.equal(batch.inputs[1], batch.inputs[2]), "position 1 should hold position 2's image"
+    assert torch.equal(batch.targets[1], batch.targets[2])
+
+
+def _poisoned(original, poison: str, action: str):
+    def load(path, short_side):
+        if Path(path).name == poison:
+            if action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise ZeroDivisionError("decoder bug")
+        return original(path, short_side)
+    return load
+
+
+@pytest.mark.parametrize("action, expected", [("kill", "died (killed by SIGKILL)"), ("raise", "ZeroDivisionError")])
+def test_a_worker_that_dies_or_fails_names_its_file_in_one_line(folder, monkeypatch, action, expected) -> None:
+    _, streamed = _sets(folder)
+    poison = Path(streamed.paths[9]).name
+    monkeypatch.setattr(stream, "load_for_model", _poisoned(images_module.load_for_model, poison, action))
+    loader = stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=2)
+    with pytest.raises(VitkitError) as caught:
+        list(loader.batches(0, range(4)))
+    loader.close()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert expected in message and poison in message, message
+
+
+def test_cache_auto_caches_only_what_fits_the_budget() -> None:
+    assert plan_cache("auto", 1000, 146, budget=10 << 30).in_memory
+    assert not plan_cache("auto", 1_281_167, 256, budget=10 << 30).in_memory  # ImageNet at 256 px: ~300 GiB
+    assert plan_cache("ram", 1_281_167, 256, budget=1).in_memory
+    assert not plan_cache("none", 10, 32, budget=10 << 30).in_memory
+    assert "exceeds the budget of 10.00 GiB" in plan_cache("auto", 1_281_167, 256, budget=10 << 30).describe()
+
+
+def test_default_workers_leave_a_core_to_each_training_process() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert stream.default_workers() == max(1, min(16, cores - 1))
+    assert stream.default_workers(processes_per_machine=cores) == 1

@@ -1,0 +1,120 @@
+"""Parameters and FLOPs of a model, computed from its config alone: no model is built, nothing is traced.
+
+``vitkit models`` lists every registered model this way in a fraction of a second; the layer-by-layer dry run
+(``summary.py``) traces the built model and gives the same totals (``tests/test_counts.py`` holds them equal).
+FLOPs count what the dry run counts: matrix multiplications, convolutions and the two products of attention,
+a multiply-add as 2 FLOPs (one MAC = 2 FLOPs; papers quoting "17.6 GFLOPs" for ViT-B/16 count MACs). Every
+token runs through every block (the architecture, not the [CLS]-only shortcut of ``forward``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..models.config import ViTConfig
+from ..models.vivit_config import ViViTConfig
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Parameters, and FLOPs of one forward pass of one input."""
+
+    params: int
+    flops: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates: half the FLOPs."""
+        return self.flops // 2
+
+
+def count(config: ViTConfig | ViViTConfig) -> Counts:
+    """The parameters and forward FLOPs (batch of one) of the model ``config`` describes."""
+    if isinstance(config, ViViTConfig):
+        return _vivit(config)
+    return _vit(config)
+
+
+def _linear(tokens: int, d_in: int, d_out: int, bias: bool = True) -> Counts:
+    return Counts(d_in * d_out + (d_out if bias else 0), 2 * tokens * d_in * d_out)
+
+
+def _add(*parts: Counts) -> Counts:
+    return Counts(sum(p.params for p in parts), sum(p.flops for p in parts))
+
+
+def _attention(config: ViTConfig | ViViTConfig, tokens: int, attended: int) -> Counts:
+    """qkv and output projections over ``tokens`` tokens; each attends to ``attended`` keys (both products)."""
+    c = config
+    scores = Counts(0, 4 * tokens * attended * c.dim)
+    return _add(_linear(tokens, c.dim, 3 * c.dim, c.qkv_bias), scores, _linear(tokens, c.dim, c.dim))
+
+
+def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> Counts:
+    """Two LayerNorms, the given attention and the MLP, for ``tokens`` tokens."""
+    c = config
+    mlp = _add(_linear(tokens, c.dim, c.hidden_dim), _linear(tokens, c.hidden_dim, c.dim))
+    return _add(Counts(4 * c.dim, 0), attention, mlp)
+
+
+def _head(config: ViTConfig | ViViTConfig) -> Counts:
+    return _linear(1, config.dim, config.num_classes) if config.num_classes else Counts(0, 0)
+
+
+def _vit(c: ViTConfig) -> Counts:
+    patches, dim = c.num_patches, c.dim
+    if c.stem == "conv":
+        stem = _conv_stem(c)
+    else:
+        stem = _linear(patches, c.in_channels * math.prod(c.patch_size), dim)
+    tokens = patches + int(c.class_token)
+    positions = {"learned": tokens, "learned_patches": patches}.get(c.pos_embed, 0) * dim
+    # Across the batch (the blog's defect), each token attends to the one image of the batch.
+    attended = 1 if c.attention_axis == "batch" else tokens
+    blocks = _block(c, tokens, _attention(c, tokens, attended))
+    final_norm = Counts(2 * dim if c.norm == "pre" else 0, 0)
+    embed = Counts(dim * int(c.class_token) + positions, 0)
+    return _add(stem, embed, *[blocks] * c.depth, final_norm, _head(c))
+
+
+def _conv_stem(c: ViTConfig) -> Counts:
+    """:class:`~vitkit.models.layers.ConvStem`: stride-2 3x3 convolutions (no bias) with BatchNorm, then 1x1."""
+    steps = c.patch_size[0].bit_length() - 1
+    height, width = c.image_size
+    channels, parts = c.in_channels, []
+    for i in range(steps):
+        out = max(c.dim // 2 ** (steps - 1 - i), 16)
+        height, width = (height + 1) // 2, (width + 1) // 2
+        parts += [_linear(height * width, 9 * channels, out, bias=False), Counts(2 * out, 0)]
+        channels = out
+    return _add(*parts, _linear(c.num_patches, channels, c.dim))
+
+
+def _vivit(c: ViViTConfig) -> Counts:
+    frames, per_frame, dim = c.temporal_tokens, c.spatial_tokens, c.dim
+    cls = int(c.pool == "cls")
+    embed = _linear(frames * per_frame, c.in_channels * math.prod(c.tubelet_size), dim)
+    norm = Counts(2 * dim, 0)
+    if c.variant == "factorised_encoder":
+        spatial_tokens = per_frame + cls
+        spatial = _block(c, spatial_tokens, _attention(c, spatial_tokens, spatial_tokens))
+        temporal_tokens = frames + cls
+        temporal = _block(c, temporal_tokens, _attention(c, temporal_tokens, temporal_tokens))
+        prefix = Counts(2 * cls * dim + (spatial_tokens + temporal_tokens) * dim, 0)
+        frames_flops = Counts(spatial.params * c.depth, spatial.flops * c.depth * frames)
+        return _add(embed, prefix, frames_flops, norm, *[temporal] * c.temporal_depth, norm, _head(c))
+    tokens = frames * per_frame + cls
+    if c.variant == "spatiotemporal":
+        block = _block(c, tokens, _attention(c, tokens, tokens))
+    elif c.variant == "factorised_self_attention":
+        within = _attention(c, tokens, per_frame)
+        across = _attention(c, tokens, frames)
+        block = _add(_block(c, tokens, within), across, norm)
+    else:  # factorised_dot_product: spatial heads attend within the frame, the others across frames
+        head_dim, spatial_heads = dim // c.heads, c.spatial_heads
+        scores = 4 * tokens * head_dim * (spatial_heads * per_frame + (c.heads - spatial_heads) * frames)
+        projections = _add(_linear(tokens, dim, 3 * dim, c.qkv_bias), _linear(tokens, dim, dim))
+        block = _block(c, tokens, _add(projections, Counts(0, scores)))
+    prefix = Counts(cls * dim + tokens * dim, 0)
+    return _add(embed, prefix, *[block] * c.depth, norm, _head(c))

@@ -1,0 +1,338 @@
+"""Batches built in worker processes, so data sets larger than memory train and a GPU is kept fed.
+
+Two pieces, both independent of the training loop:
+
+- :class:`StepLoader` runs a *build function* ``build(epoch, step) -> StepBatch`` in ``torch.utils.data``
+  worker processes (persistent, prefetching, pinned memory for CUDA). A batch is still a pure function of
+  (seed, epoch, step, position), whichever worker builds it, so resume and N processes stay exact.
+- :class:`FileImages` is the images of a folder decoded on demand (nothing is held), the streaming
+  counterpart of the in-memory :class:`~vitkit.data.images.ImageSet`; :func:`train_batch_from_files` builds
+  a training batch from it, replacing an unreadable file by the next readable sample of the same batch.
+
+A worker that dies (a decoder crash, the OOM killer) or fails names the file it was reading, and the run stops
+with one line (:class:`~vitkit.errors.VitkitError`), never a hang: each worker writes the path it is about to
+read into a shared slot, which the main process reads when the DataLoader reports the dead worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from ..errors import VitkitError
+from .decode import BadImage
+from .images import load_for_model
+from .pipeline import Augment, Preprocess, train_batch
+
+PATH_BYTES = 1024
+MAX_DEFAULT_WORKERS = 16
+
+
+def default_workers(processes_per_machine: int = 1) -> int:
+    """Worker processes per training process: the cores left after one for each training process (1-16)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, processes_per_machine) - 1))
+
+
+# --- which file each worker is on ---------------------------------------------------------------------------
+
+class WorkerSlots:
+    """Shared memory where each worker records its pid and the file it is reading (read after a crash)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pids = multiprocessing.RawArray(ctypes.c_long, max(1, workers))
+        self.paths = multiprocessing.RawArray(ctypes.c_char, max(1, workers) * PATH_BYTES)
+
+    def claim(self, worker: int) -> None:
+        self.pids[worker] = os.getpid()
+
+    def mark(self, worker: int, path: str) -> None:
+        data = os.fsencode(path)[: PATH_BYTES - 1] + b"\0"
+        self.paths[worker * PATH_BYTES : worker * PATH_BYTES + len(data)] = data
+
+    def path_of(self, pid: int) -> str | None:
+        for worker in range(self.workers):
+            if self.pids[worker] == pid:
+                raw = bytes(self.paths[worker * PATH_BYTES : (worker + 1) * PATH_BYTES]).split(b"\0", 1)[0]
+                return os.fsdecode(raw) or None
+        return None
+
+
+_current: tuple[WorkerSlots, int] | None = None  # set in each worker process by _init_worker
+
+
+def reading(path: str | Path) -> None:
+    """Record that this process is about to read ``path`` (a no-op outside loader workers)."""
+    if _current is not None:
+        _current[0].mark(_current[1], str(path))
+
+
+def _init_worker(slots: WorkerSlots, worker: int) -> None:
+    global _current
+    _current = (slots, worker)
+    slots.claim(worker)
+    # Ctrl-C (and a TERM sent to the process group) is the training process's to handle: it saves at the next
+    # step boundary and then stops the workers itself (they also exit when it is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# --- a folder decoded on demand -----------------------------------------------------------------------------
+
+_found_bad: list[tuple[str, str]] = []  # unreadable files met by this process since the last take_skipped()
+
+
+def take_skipped() -> list[tuple[str, str]]:
+    """(path, reason) of the unreadable files this process met since the last call."""
+    found = list(_found_bad)
+    _found_bad.clear()
+    return found
+
+
+class FileImages:
+    """``images[i]`` decodes file ``i`` (shorter side ``short_side``) when asked; nothing is kept."""
+
+    def __init__(self, paths: Sequence[str | Path], short_side: int) -> None:
+        self.paths = [str(p) for p in paths]
+        self.short_side = short_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """uint8 [3, h, w]; raises BadImage (after recording it for :func:`take_skipped`)."""
+        reading(self.paths[index])
+        return self._decode(index, self.paths[index])
+
+    def _decode(self, index: int, source: str | bytes) -> torch.Tensor:
+        try:
+            return load_for_model(source, self.short_side)
+        except BadImage as error:
+            _found_bad.append((self.paths[index], str(error)))
+            raise
+
+
+@dataclass
+class StreamedImageSet:
+    """A labelled image folder read from disk at each use; the counterpart of ``ImageSet``."""
+
+    images: FileImages
+    labels: list[int]
+    class_names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Unreadable files found so far (they are met while training, not up front)."""
+
+    @property
+    def paths(self) -> list[str]:
+        return self.images.paths
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class _Decoded:
+    """What ``train_batch`` reads (``.images[i]``, ``.labels[i]``), over images decoded for one batch."""
+
+    def __init__(self, images: dict[int, torch.Tensor], labels: list[int]) -> None:
+        self.images, self.labels = images, labels
+
+
+def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
+                           num_classes: int, where: tuple[int, int, int],
+                           positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pipeline.train_batch`` on files decoded now. An unreadable file at position p is replaced by the
+    next readable position of the same global batch (p+1, p+2, ... cyclically): still a pure function of the
+    batch, whichever process or worker builds it. Unreadable files are recorded for :func:`take_skipped`."""
+    positions = range(len(indices)) if positions is None else positions
+    size = len(indices)
+    wanted = set(positions) | ({size - 1 - p for p in positions} if aug.mixup or aug.cutmix else set())
+    decoded: dict[int, torch.Tensor | None] = {}
+
+    def readable(index: int) -> bool:
+        if index not in decoded:
+            try:
+                decoded[index] = data.images[index]
+            except BadImage:
+                decoded[index] = None
+        return decoded[index] is not None
+
+    fixed = list(indices)
+    for p in sorted(wanted):
+        q = next((q % size for q in range(p, p + size) if readable(indices[q % size])), None)
+        if q is None:
+            raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
+                              f"{data.paths[indices[p]]}; check the data folder")
+        fixed[p] = indices[q]
+    images = {i: t for i, t in decoded.items() if t is not None}
+    return train_batch(_Decoded(images, data.labels), fixed, prep, aug, num_classes, where, positions)  # type: ignore[arg-type]
+
+
+# --- the loader ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StepBatch:
+    """What a worker hands the training loop for one step."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    """Names of the samples (shards), for tests and logs."""
+
+    def pin_memory(self) -> "StepBatch":
+        return StepBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.skipped, self.keys)
+
+
+@dataclass
+class _Failed:
+    """A worker's report that building a batch raised: the file it was reading and the error."""
+
+    path: str | None
+    error: str
+    user_error: bool
+
+
+def failure(error: Exception) -> "_Failed":
+    """What a worker hands back instead of a batch when building it raised: the file it was on and why."""
+    path = _current[0].path_of(os.getpid()) if _current is not None else None
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    user = isinstance(error, VitkitError)
+    return _Failed(path, reason if user else f"{type(error).__name__}: {reason}", user)
+
+
+class _Steps(Dataset):
+    """Map-style: item (epoch, step) -> ``build(epoch, step)``; failures come back as values, not tracebacks."""
+
+    def __init__(self, build: Callable[[int, int], Any]) -> None:
+        self.build = build
+
+    def __len__(self) -> int:  # DataLoader never needs it: the sampler says which items to build
+        return 0
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        try:
+            return self.build(*key)
+        except Exception as error:  # noqa: BLE001 - reported in the main process with the file's name
+            return failure(error)
+
+
+class EpochStream(IterableDataset):
+    """An iterable source of one epoch's batches from ``first_step`` on (shards); set before each pass."""
+
+    epoch: int = 0
+    first_step: int = 0
+
+
+class _Keys:
+    """The sampler: the (epoch, step) keys of the steps asked for this time round (set before each pass)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class StepLoader:
+    """``build(epoch, step)`` in ``workers`` processes (0: in this process), in step order, prefetched."""
+
+    def __init__(self, build: Callable[[int, int], Any] | EpochStream, workers: int, *, pin_memory: bool = False,
+                 prefetch: int = 2) -> None:
+        self.workers = workers
+        self.slots = WorkerSlots(workers)
+        self._keys = _Keys()
+        self.stream = build if isinstance(build, EpochStream) else None
+        options: dict[str, Any] = {}
+        if workers > 0:
+            context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+            # An epoch stream's workers read the epoch they are started for: they start again each epoch.
+            options = dict(prefetch_factor=prefetch, persistent_workers=self.stream is None,
+                           multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots))
+        if self.stream is None:
+            options["sampler"] = self._keys
+        # Its own generator: starting workers must not draw from the global RNG, which training uses (drop
+        # path) and checkpoints, or a resumed run would diverge from an uninterrupted one.
+        self.loader = DataLoader(self.stream or _Steps(build), batch_size=None,  # type: ignore[arg-type]
+                                 num_workers=workers, pin_memory=pin_memory, collate_fn=_identity,
+                                 generator=torch.Generator().manual_seed(0), **options)
+
+    def batches(self, epoch: int, steps: range) -> Iterator[Any]:
+        """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError."""
+        if self.stream is not None:
+            self.stream.epoch, self.stream.first_step = epoch, steps.start
+        self._keys.keys = [(epoch, step) for step in steps]
+        iterator = iter(self.loader)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as error:
+                raise self._worker_died(error, iterator) from None
+            if isinstance(item, _Failed):
+                where = f" while reading {item.path}" if item.path else ""
+                if item.user_error:
+                    raise VitkitError(item.error)
+                raise VitkitError(f"a data loader worker failed{where}: {item.error}; remove or repair the file "
+                                  "(--workers 0 shows the full error)")
+            yield item
+
+    def _worker_died(self, error: RuntimeError, iterator: Any) -> Exception:
+        text = str(error)
+        if "DataLoader worker" not in text:
+            return error
+        listed = re.search(r"pid(?:\(s\))? ([\d, ]+)", text)
+        pids = [int(p) for p in re.findall(r"\d+", listed.group(1))] if listed else []
+        paths = [p for p in (self.slots.path_of(pid) for pid in pids) if p]
+        how = "exited unexpectedly"
+        for worker in getattr(iterator, "_workers", []):  # the exit code says which signal, when there was one
+            if worker.pid in pids and worker.exitcode is not None and worker.exitcode < 0:
+                how = f"killed by {signal.Signals(-worker.exitcode).name}"
+        where = f" while reading {paths[0]}" if paths else ""
+        return VitkitError(f"a data loader worker died ({how}){where}; remove or repair that file, or give the "
+                           "machine more memory if it was killed for memory (--workers 0 shows the error in this "
+                           "process)")
+
+    def close(self) -> None:
+        """Stop the worker processes (persistent workers otherwise live until the loader is collected)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+
+class _WorkerInit:
+    def __init__(self, slots: WorkerSlots) -> None:
+        self.slots = slots
+
+    def __call__(self, worker: int) -> None:
+        _init_worker(self.slots, worker)
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def log_skipped(found: list[tuple[str, str]], seen: set[str], log: Callable[[str], None]) -> list[tuple[str, str]]:
+    """Log each unreadable file once (``seen`` holds the paths already logged); returns the new ones."""
+    new = []
+    for path, reason in found:
+        if path not in seen:
+            seen.add(path)
+            new.append((path, reason))
+            log(f"skipped {path}: {reason}")
+    return new
+

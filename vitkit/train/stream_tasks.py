@@ -1,0 +1,240 @@
+"""The image tasks that read their data from disk at each use instead of decoding it all into memory:
+an image folder with ``--cache none`` (or ``auto`` when it is too large), and WebDataset shards.
+
+They answer what ``tasks.ImageTask`` answers (sizes, preprocessing, training batches, evaluation), so the
+loop does not know the difference; evaluation streams too (worker processes, one batch at a time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..data.cache import CachePlan
+from ..data.decode import BadImage
+from ..data.folders import find_dataset
+from ..data.pipeline import Preprocess, eval_batch
+from ..data.shards import ShardPlan, ShardSet, image_bytes, label_of, open_shards, read_samples
+from ..data.stream import (EpochStream, FileImages, StepBatch, StepLoader, StreamedImageSet, failure,
+                           take_skipped, train_batch_from_files)
+from ..errors import VitkitError
+from .config import TrainConfig
+from .evaluate import _report, autocast
+
+EVAL_BATCH = 64
+
+
+class FolderEval:
+    """Build function of evaluation chunk ``step``: center crops of the readable files of that chunk."""
+
+    def __init__(self, files: FileImages, labels: list[int], prep: Preprocess, batch_size: int = EVAL_BATCH) -> None:
+        self.files, self.labels, self.prep, self.batch_size = files, labels, prep, batch_size
+
+    def chunks(self) -> range:
+        return range(-(-len(self.files) // self.batch_size))
+
+    def __call__(self, epoch: int, chunk: int) -> StepBatch:
+        images, labels, kept = [], [], []
+        for i in range(chunk * self.batch_size, min(len(self.files), (chunk + 1) * self.batch_size)):
+            try:
+                images.append(self.files[i])
+            except BadImage:  # recorded by FileImages for take_skipped()
+                continue
+            labels.append(self.labels[i])
+            kept.append(self.files.paths[i])
+        inputs = eval_batch(images, self.prep) if images else torch.empty(0, 3, self.prep.image_size,
+                                                                          self.prep.image_size)
+        return StepBatch(inputs, torch.tensor(labels, dtype=torch.long), take_skipped(), kept)
+
+
+class ShardEval(EpochStream):
+    """Evaluation batches of a shard set: worker w reads shards w, w + W, ... (order does not matter here)."""
+
+    def __init__(self, shards: ShardSet, prep: Preprocess, batch_size: int = EVAL_BATCH) -> None:
+        self.shards, self.prep, self.batch_size = shards, prep, batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        mine = self.shards.urls[info.id :: info.num_workers] if info else self.shards.urls
+        try:
+            named, labels = [], []
+            for url in mine:
+                for sample in read_samples(url):
+                    named.append(image_bytes(sample))
+                    labels.append(label_of(sample, len(self.shards.class_names)))
+                    if len(named) == self.batch_size:
+                        yield self._batch(named, labels)
+                        named, labels = [], []
+            if named:
+                yield self._batch(named, labels)
+        except Exception as error:  # noqa: BLE001 - reported in the main process with the shard's name
+            yield failure(error)
+
+    def _batch(self, named: list[tuple[str, bytes]], labels: list[int]) -> StepBatch:
+        from ..data.shards import _BytesImages
+
+        files = _BytesImages(named, self.prep.short_side)
+        return FolderEval(files, labels, self.prep, len(named))(0, 0)
+
+
+@torch.no_grad()
+def stream_logits(model: nn.Module, batches: Iterator[StepBatch], precision: str = "fp32",
+                  desc: str | None = "evaluating") -> tuple[torch.Tensor, torch.Tensor, list[str], list]:
+    """(logits, labels, names of the samples used, skipped) for streamed evaluation batches; nothing is kept
+    but the logits."""
+    from tqdm import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels, names, skipped = [], [], [], []
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if desc is None else None):
+        skipped += batch.skipped
+        if len(batch.inputs):
+            with autocast(precision, device):
+                logits.append(model(batch.inputs.to(device, non_blocking=True)).float().cpu())
+            labels.append(batch.targets)
+            names += batch.keys
+    classes = model.config.num_classes if hasattr(model, "config") else 0
+    return (torch.cat(logits) if logits else torch.empty(0, classes),
+            torch.cat(labels) if labels else torch.empty(0, dtype=torch.long), names, skipped)
+
+
+def evaluate_stream(model: nn.Module, source: Any, workers: int, class_names: list[str],
+                    precision: str = "fp32") -> dict[str, Any]:
+    """Loss, accuracy, per-class metrics of ``source`` (a :class:`FolderEval` or :class:`ShardEval`)."""
+    loader = StepLoader(source, min(workers, len(source.shards.urls)) if isinstance(source, ShardEval) else workers)
+    try:
+        steps = source.chunks() if isinstance(source, FolderEval) else range(0, 1)
+        logits, labels, _, skipped = stream_logits(model, loader.batches(0, steps), precision)
+    finally:
+        loader.close()
+    return _report(logits, labels, class_names, skipped)
+
+
+class _StreamedImageTask:
+    """What both streamed image tasks share: preprocessing, the model's input size, the skipped files."""
+
+    kind = "image"
+    prep: Preprocess
+    class_names: list[str]
+    train_set: StreamedImageSet
+    val_set: StreamedImageSet
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Unreadable files met so far (the loop adds those its workers report)."""
+        return self.train_set.skipped + self.val_set.skipped
+
+    def describe(self) -> str:
+        return f"{self.prep.image_size} px"
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"image_size": self.prep.image_size}
+
+    def preprocess(self) -> dict[str, Any]:
+        return self.prep.to_dict()
+
+    def _note_skipped(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        known = {p for p, _ in self.val_set.skipped}
+        self.val_set.skipped += [(s["path"], s["reason"]) for s in metrics["skipped"] if s["path"] not in known]
+        return metrics
+
+
+class StreamedFolderTask(_StreamedImageTask):
+    """An image folder read from disk at every use (``--cache none``, or ``auto`` for a large folder)."""
+
+    def __init__(self, config: TrainConfig, image_size: int, workers: int, cache: CachePlan) -> None:
+        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+        found = find_dataset(Path(config.data), val_fraction=config.val_fraction, seed=config.seed)
+        self.class_names = found.class_names
+        self.train_set = StreamedImageSet(FileImages(found.train.paths, self.prep.short_side), found.train.labels,
+                                          found.class_names)
+        self.val_set = StreamedImageSet(FileImages(found.val.paths, self.prep.short_side), found.val.labels,
+                                        found.class_names)
+        self.aug, self.workers, self.cache = config.augmentation(), workers, cache
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return len(self.train_set), len(self.val_set)
+
+    def batch(self, indices: list[int], where: tuple[int, int, int],
+              positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_batch_from_files(self.train_set, indices, self.prep, self.aug, len(self.class_names), where,
+                                      positions)
+
+    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
+        source = FolderEval(self.val_set.images, self.val_set.labels, self.prep)
+        return self._note_skipped(evaluate_stream(model, source, self.workers, self.class_names, precision))
+
+
+class ShardTask(_StreamedImageTask):
+    """WebDataset shards (``--data`` a shard folder or pattern, ``--val-data`` the val shards). Training batches
+    come from :meth:`plan` (shards are read in order, not by index), see ``feed.py``."""
+
+    def __init__(self, config: TrainConfig, image_size: int, workers: int) -> None:
+        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+        self.train_shards = open_shards(config.data, "train")
+        self.val_shards = open_shards(config.val_data or config.data, "val")
+        if self.val_shards.class_names != self.train_shards.class_names:
+            raise VitkitError(f"the val shards have classes {self.val_shards.class_names[:5]} but the training "
+                              f"shards {self.train_shards.class_names[:5]}; shard both from one folder")
+        self.class_names = self.train_shards.class_names
+        self.aug, self.workers, self.seed = config.augmentation(), workers, config.seed
+        self.train_set = StreamedImageSet(FileImages([], self.prep.short_side), [], self.class_names)
+        self.val_set = StreamedImageSet(FileImages([], self.prep.short_side), [], self.class_names)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return self.train_shards.size, self.val_shards.size
+
+    def plan(self, batch_size: int, world: int) -> ShardPlan:
+        """Which samples each process and worker lane reads (one lane per worker; see data/shards.py)."""
+        return ShardPlan(self.train_shards, self.seed, batch_size, world, max(1, self.workers))
+
+    def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
+        source = ShardEval(self.val_shards, self.prep)
+        return self._note_skipped(evaluate_stream(model, source, self.workers, self.class_names, precision))
+
+
+class StreamedEvalSet:
+    """The labelled images ``vitkit eval --data`` names (a folder's val split or class folders, or shards),
+    evaluated one batch at a time in worker processes; ``skipped`` is filled by :meth:`evaluate`."""
+
+    def __init__(self, data: str, prep: Preprocess, batch_size: int = EVAL_BATCH) -> None:
+        from ..data.folders import VAL_NAMES, class_folders
+        from ..data.shards import is_shard_spec
+
+        self.skipped: list[tuple[str, str]] = []
+        if is_shard_spec(data):
+            shards = open_shards(data, "val")
+            self.class_names, self.source = shards.class_names, ShardEval(shards, prep, batch_size)
+            return
+        root = Path(data)
+        root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
+        files = class_folders(root)
+        self.class_names = sorted(files)
+        paths = [p for n in self.class_names for p in files[n]]
+        labels = [i for i, n in enumerate(self.class_names) for _ in files[n]]
+        self.source = FolderEval(FileImages(paths, prep.short_side), labels, prep, batch_size)
+
+    def evaluate(self, model: nn.Module, workers: int, precision: str = "fp32") -> dict[str, Any]:
+        metrics = evaluate_stream(model, self.source, workers, self.class_names, precision)
+        self.skipped = [(s["path"], s["reason"]) for s in metrics["skipped"]]
+        return metrics
+
+
+def predict_files(model: nn.Module, paths: list[Path], prep: Preprocess, workers: int, batch_size: int = EVAL_BATCH,
+                  precision: str = "fp32") -> Iterator[tuple[list[str], torch.Tensor, list[tuple[str, str]]]]:
+    """(paths, logits, skipped) one batch at a time for image files, decoded in worker processes: predicting
+    any number of files holds one batch of them at a time."""
+    source = FolderEval(FileImages(paths, prep.short_side), [0] * len(paths), prep, batch_size)
+    loader = StepLoader(source, workers)
+    try:
+        for batch in loader.batches(0, source.chunks()):
+            logits, _, names, skipped = stream_logits(model, iter([batch]), precision, desc=None)
+            yield names, logits, skipped
+    finally:
+        loader.close()
