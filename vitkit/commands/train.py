@@ -14,7 +14,8 @@ from .args import positive_int
 # embedded dataset's recipe (or the config defaults) fills the rest. The help shows the effective default
 # (see _default_text).
 _OPTIONS: list[tuple[str, type, str]] = [
-    ("--task", str, "image (image folders, a ViT) or video (folders of video files, a ViViT model)"),
+    ("--task", str, "image (image folders, a ViT), video (folders of video files, a ViViT model) or segmentation3d "
+                    "(indoor scans: indoor-rooms, S3DIS or ScanNet folders, a Swin3D model)"),
     ("--model", str, "model name (see `vitkit models`)"),
     ("--init", str, "start from pretrained weights: a run folder, a file, timm:NAME or hf:ORG/NAME "
                     "(default: random initialisation)"),
@@ -56,7 +57,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
 ]
 # Options that take one of a fixed set of values (TrainConfig checks the same sets).
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "--task": ("image", "video"),
+    "--task": ("image", "video", "segmentation3d"),
     "--precision": ("auto", "bf16", "fp32"),
     "--crop": ("rrc", "shift", "center"),
     "--augment": ("trivial", "randaugment", "none"),
@@ -128,7 +129,11 @@ def _tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import segmentation3d
     from ..train.loop import Trainer, resume_config
+
+    if args.task == "segmentation3d" or segmentation3d.is_segmentation3d_run(args.resume):
+        return segmentation3d.run_from_args(args)  # point clouds have a runner of their own
 
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
     config = resume_config(args.resume) if args.resume else build_train_config(args)

@@ -176,3 +176,12 @@ _register_vivits()
 register("vivit_digits", ViViTConfig(image_size=40, num_frames=8, tubelet_size=(2, 8, 8), dim=64, depth=4, heads=4,
                                      num_classes=4), VideoVisionTransformer,
          "a tiny ViViT Model 1 for the moving-digits demo (8x40x40 clips, 2x8x8 tubelets)")
+
+
+def _register_point_clouds() -> None:
+    from .swin3d.names import register_swin3d  # Swin3D (sparse voxels); its names live in its package
+
+    register_swin3d(register)
+
+
+_register_point_clouds()
