@@ -50,7 +50,7 @@ def test_options_that_take_a_fixed_set_of_values_are_choices() -> None:
 
 def test_train_help_shows_the_effective_defaults_and_choices() -> None:
     text = subparsers()["train"].format_help()
-    for shown in ["--task {image,video}", "--augment {trivial,randaugment,none}", "--precision {auto,bf16,fp32}",
+    for shown in ["--task {image,video,segmentation3d}", "--augment {trivial,randaugment,none}", "--precision {auto,bf16,fp32}",
                   "(default: 30; 40 for the embedded mnist-5k)", "(default: vit_ti16; vit_mnist for the embedded",
                   "(default: 9)", "(default: 0.875; 1.0 for the embedded mnist-5k)", "examples:"]:
         assert shown in " ".join(text.split()), f"`vitkit train --help` does not show {shown!r}:\n{text}"

@@ -56,11 +56,14 @@ def _positive(text: str) -> float:
 
 
 def register(add) -> None:
-    serve = add("serve", cmd_serve, "serve a model: a web page and an HTTP JSON API, with dynamic batching")
+    serve = add("serve", cmd_serve, "serve a model: a web page and an HTTP JSON API, with dynamic batching",
+                ["vitkit serve runs/pets                     # http://127.0.0.1:8000",
+                 "vitkit serve runs/pets --int8 --max-batch 16",
+                 "vitkit serve runs/pets --host 0.0.0.0 --token SECRET --device cuda"])
     serve.add_argument("source", metavar="RUN_OR_SOURCE",
                        help="run folder (or any vitkit model folder), or anything `vitkit.load` reads")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.add_argument("--max-batch", type=positive_int, default=32, help="most inputs per model call")
     serve.add_argument("--max-wait-ms", type=_non_negative, default=5.0,
                        help="longest a batch waits for requests still being decoded")
@@ -78,4 +81,5 @@ def register(add) -> None:
                        help="require 'Authorization: Bearer TOKEN' on /v1/* (or set VITKIT_SERVE_TOKEN)")
     serve.add_argument("--top-k", type=positive_int, default=5, help="classes per answer unless ?top_k= says")
     serve.add_argument("--views", default="2x3", help="video models: CLIPSxCROPS views per video, averaged")
-    serve.add_argument("--log-level", choices=["warning", "info", "debug"], default="warning")
+    serve.add_argument("--log-level", choices=["warning", "info", "debug"], default="warning",
+                       help="uvicorn's log level; info also logs every request")
