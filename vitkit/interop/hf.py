@@ -69,6 +69,8 @@ def check_hf(config: ViTConfig) -> None:
         "attention across the batch": config.attention_axis != "tokens",
         "non-square patches": config.patch_size[0] != config.patch_size[1],
         "a convolutional stem": config.stem != "patch",
+        "layer scale (init_values)": config.init_values is not None,
+        "register tokens": config.reg_tokens > 0,
     })
 
 

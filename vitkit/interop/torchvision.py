@@ -68,4 +68,6 @@ def check_torchvision(config: ViTConfig) -> None:
         "no head": not config.num_classes,
         f"LayerNorm eps {config.norm_eps}": config.norm_eps != 1e-6,
         "a convolutional stem": config.stem != "patch",
+        "layer scale (init_values)": config.init_values is not None,
+        "register tokens": config.reg_tokens > 0,
     })
