@@ -130,7 +130,8 @@ def test_forward_intermediates_are_the_chosen_blocks_patch_tokens_as_maps(indice
         assert torch.equal(tokens[i], patches)
         assert torch.equal(maps[i], patches.transpose(1, 2).reshape(2, 32, *grid))
         assert torch.equal(early[i], maps[i])
-        torch.testing.assert_close(normed[i], model.norm(hooked[index])[:, prefix:].transpose(1, 2).reshape(2, 32, *grid))
+        expected = model.norm(hooked[index])[:, prefix:].transpose(1, 2).reshape(2, 32, *grid)
+        torch.testing.assert_close(normed[i], expected)
 
 
 @pytest.mark.parametrize("indices, message", [(0, "use 1 to 3"), (4, "use 1 to 3"), ([3], "out of range"),
