@@ -80,7 +80,8 @@ class ClassToken(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-    """Add a position embedding of shape [1, L, D]: learned (a parameter) or fixed (a buffer).
+    """Add a position embedding of shape [1, L, D]: learned (a parameter) or fixed (a buffer: the 2-D sine-cosine
+    table of :func:`sincos_2d`).
 
     ``grid`` and ``prefix_tokens`` give its layout: ``prefix_tokens`` positions without a place on the image
     ([CLS], registers), then a ``grid`` of patches. ``forward(tokens, grid)`` with another grid (run-time input
