@@ -95,8 +95,12 @@ def _load(source: str) -> tuple[nn.Module, dict[str, Any], str]:
         log.warning(f"vitkit: {source} is a model name, so its weights are random; pass a trained model folder "
                     "or a checkpoint for meaningful outputs")
         return create_model(source), {}, source
+    from ..interop.hub import is_hub_name
     from ..interop.load import load
 
+    if not Path(source).exists() and not is_hub_name(source):
+        raise VitkitError(f"{source} does not exist; give a run or model folder, a checkpoint file, timm:NAME, "
+                          "hf:ORG/NAME or a model name (see `vitkit models`)")
     model = load(source)
     names = (model.config.extra.get("source") or {}).get("class_names")
     return model, ({"class_names": names} if names else {}), source
