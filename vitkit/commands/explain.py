@@ -24,7 +24,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     prep = opened.preprocess
     crop = load_crop(args.image, prep)
     images = to_input(crop, prep).to(opened.device)
-    target = _class_index(args.target, opened.class_names) if args.target is not None else None
+    target = _class_index(args.target, _named_classes(opened)) if args.target is not None else None
     result = _on_cpu(explain(model, images, args.method, layer=args.layer, head=args.head, target=target))
     if getattr(config, "attention_axis", "tokens") == "batch":
         print("note: this model attends across the batch, so within one image no patch reaches the classifier "
@@ -35,7 +35,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     path = out / f"{Path(args.image).stem}.{_suffix(args, config)}.png"
     refuse_existing([path], overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    title = _title(result, opened.class_names, args.method)
+    title = _title(result, _named_classes(opened), args.method)
     save_figure(path, panels, captions, title, columns=columns)
     width, height = figure_size(panels[0].shape[:2], len(panels), columns)
     print(f"{path} ({width}x{height}): {title}")
@@ -52,11 +52,11 @@ def _explain_video(args: argparse.Namespace, opened: Any) -> int:
     if model.config.in_channels != 3:
         raise VitkitError(f"explain reads RGB video, but this model takes {model.config.in_channels} channels")
     frames, clips = load_clip(args.image, opened.preprocess)
-    target = _class_index(args.target, opened.class_names) if args.target is not None else None
+    target = _class_index(args.target, _named_classes(opened)) if args.target is not None else None
     result = _on_cpu(explain(model, clips.to(opened.device), args.method, layer=args.layer, head=args.head,
                              target=target))
     heat = result.heat[0].numpy()
-    title = _title(result, opened.class_names, args.method)
+    title = _title(result, _named_classes(opened), args.method)
     out = Path(args.out)
     stem = f"{Path(args.image).stem}.{_suffix(args, model.config)}"
     refuse_existing([out / f"{stem}.gif", out / f"{stem}.timeline.png"], overwrite=args.overwrite)
@@ -70,6 +70,11 @@ def _explain_video(args: argparse.Namespace, opened: Any) -> int:
     width, height = timeline_size(heat.shape[1], len(heat))
     print(f"{timeline} ({width}x{height}): {title}")
     return 0
+
+
+def _named_classes(opened: Any) -> list[str]:
+    """The class names the source itself gives (titles say ``class 3`` for a class without a name)."""
+    return list(opened.meta.get("class_names") or [])
 
 
 def _on_cpu(result: Any) -> Any:
