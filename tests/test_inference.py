@@ -92,8 +92,9 @@ def test_every_input_form_of_one_image_gets_the_same_answer(image_model, photos,
     assert probabilities.shape == (len(forms), 2)
     for row in probabilities[1:]:
         torch.testing.assert_close(row, probabilities[0], rtol=0, atol=1e-6)
-    assert_same_answers(vitkit.pipeline(image_model, device="cpu", top_k=2)([array]),
-                        predicted(image_model, [png], "--top-k", "2"))
+    classifier = vitkit.pipeline(image_model, device="cpu", top_k=2)
+    assert_same_answers(classifier([array]), predicted(image_model, [png], "--top-k", "2"))
+    assert classifier(torch.stack([forms[5], forms[5]])) == classifier([array, pil])  # a batch tensor [B, 3, H, W]
 
 
 def test_transforms_is_what_eval_feeds_the_model_and_a_hand_written_reference(image_model, photos) -> None:

@@ -43,7 +43,10 @@ class Classifier:
         return self.opened.class_names
 
     def __call__(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Top classes of one input (a list of ``{"label", "score"}``), or of each input of a list."""
+        """Top classes of one input (a list of ``{"label", "score"}``), or of each input of a list (or of a batch
+        tensor [B, 3, H, W] for an image model)."""
+        if not self.opened.is_video and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            inputs = list(inputs)
         single = not isinstance(inputs, (list, tuple))
         ranked = self.rank(self.probabilities([inputs] if single else list(inputs)), top_k or self.top_k)
         return ranked[0] if single else ranked
