@@ -260,7 +260,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     if skipped:
         print(report.skipped_warning(skipped), file=sys.stderr)
-    return 0 if count else 1
+    if not count:  # bad input, not a bug: status 2 like every other input error
+        print(f"error: none of the {len(skipped)} input files could be read (each is named above): "
+              "fix or replace them", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _default_text(option: str) -> str:
