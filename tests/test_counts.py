@@ -19,7 +19,10 @@ SMALL = [name for name in GRID_MODELS if not name.endswith(("_b", "_l")) and nam
 VIT_OPTIONS = [dict(pool="mean", class_token=False), dict(pos_embed="sincos2d"), dict(pos_embed="none"),
                dict(stem="conv"), dict(num_classes=0, mlp_dim=100, qkv_bias=False),
                dict(image_size=(32, 48), patch_size=(8, 16)), dict(norm="post", attention_axis="batch"),
-               dict(init_values=1e-5, reg_tokens=4), dict(reg_tokens=2, pos_embed="learned_patches")]
+               dict(init_values=1e-5, reg_tokens=4), dict(reg_tokens=2, pos_embed="learned_patches"),
+               dict(distilled=True), dict(distilled=True, num_classes=0, pos_embed="learned_patches"),
+               dict(qk_norm=True, norm_pre=True), dict(pool="map", class_token=False), dict(pool="map", reg_tokens=2),
+               dict(pool="mean", fc_norm=False)]
 
 
 def dry_run(config) -> tuple[int, int]:

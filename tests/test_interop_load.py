@@ -128,13 +128,13 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path) -> None:
 
 
 def test_a_vit_with_extra_parts_is_refused_not_half_loaded(tmp_path) -> None:
-    # timm names, plus a distillation token (DeiT): loading it silently without the token would be wrong.
+    # timm names, plus a pre-logits layer (old in21k checkpoints): loading it silently without it would be wrong.
     state = {k.replace("cls_token.token", "cls_token").replace("pos_embed.weight", "pos_embed"): v
              for k, v in tiny_model().state_dict().items()}
-    state["dist_token"] = torch.zeros(1, 1, 32)
+    state["pre_logits.fc.weight"] = torch.zeros(32, 32)
     path = tmp_path / "deit.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, path)
-    with pytest.raises(VitkitError, match="unexpected keys dist_token"):
+    with pytest.raises(VitkitError, match="unexpected keys pre_logits.fc.weight"):
         vitkit.load(path)
 
 

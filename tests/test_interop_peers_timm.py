@@ -105,12 +105,14 @@ def test_convert_cli_writes_what_timm_loads(tmp_path) -> None:
 
 
 def test_timm_models_vitkit_cannot_express_are_refused(tmp_path) -> None:
-    # timm's "gap" ViTs normalise every token and then average; vitkit averages and then normalises.
-    reference = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=4, class_token=False,
-                                  global_pool="avg", fc_norm=False)
-    save_timm(reference, tmp_path / "gap.safetensors")
-    with pytest.raises(vitkit.VitkitError, match="fc_norm=False"):
-        vitkit.load(tmp_path / "gap.safetensors")
+    # A gated MLP (timm's mlp_layer=SwiGLU, as EVA-02 uses) is no option of vitkit's: one line naming the key.
+    from timm.layers import SwiGLU
+
+    reference = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=4, mlp_layer=SwiGLU)
+    save_timm(reference, tmp_path / "swiglu.safetensors")
+    with pytest.raises(vitkit.VitkitError, match=r"^this timm ViT uses a gated \(SwiGLU\) MLP \(key blocks\.0\."
+                                                 r"mlp\.fc1_g\.bias\), which vitkit does not support$"):
+        vitkit.load(tmp_path / "swiglu.safetensors")
 
 
 def test_timm_hub_names_offline_give_a_one_line_error(tmp_path, monkeypatch) -> None:

@@ -66,18 +66,31 @@ def _vit(c: ViTConfig) -> Counts:
     patches, dim = c.num_patches, c.dim
     if c.stem == "conv":
         stem = _conv_stem(c)
-    else:
-        stem = _linear(patches, c.in_channels * math.prod(c.patch_size), dim)
-    prefix = int(c.class_token) + c.reg_tokens
+    else:  # no bias before norm_pre (CLIP)
+        stem = _linear(patches, c.in_channels * math.prod(c.patch_size), dim, bias=not c.norm_pre)
+    prefix = int(c.class_token) + int(c.distilled) + c.reg_tokens
     tokens = patches + prefix
     positions = {"learned": tokens, "learned_patches": patches}.get(c.pos_embed, 0) * dim
     # Across the batch (the blog's defect), each token attends to the one image of the batch.
     attended = 1 if c.attention_axis == "batch" else tokens
-    layer_scale = Counts(2 * dim if c.init_values else 0, 0)
-    blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), layer_scale)
-    final_norm = Counts(2 * dim if c.norm == "pre" else 0, 0)
+    # Layer scale: two gammas of dim; QK-norm: two LayerNorms of the head size.
+    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0), 0)
+    blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), extras)
+    norms = Counts(2 * dim * ((c.norm == "pre") + c.norm_pre), 0)
     embed = Counts(dim * prefix + positions, 0)
-    return _add(stem, embed, *[blocks] * c.depth, final_norm, _head(c))
+    heads = [_head(c)] * (1 + c.distilled)
+    return _add(stem, embed, *[blocks] * c.depth, norms, _attention_pool(c, patches), *heads)
+
+
+def _attention_pool(c: ViTConfig, patches: int) -> Counts:
+    """``pool='map'``: a latent query (q on one token, k and v on the patches, scores), the output projection,
+    a LayerNorm and the MLP on one token."""
+    if c.pool != "map":
+        return Counts(0, 0)
+    scores = Counts(c.dim, 4 * patches * c.dim)  # the latent, and both products of one query
+    mlp = _add(_linear(1, c.dim, c.hidden_dim), _linear(1, c.hidden_dim, c.dim))
+    projections = _add(_linear(1, c.dim, c.dim), _linear(patches, c.dim, 2 * c.dim), _linear(1, c.dim, c.dim))
+    return _add(scores, projections, Counts(2 * c.dim, 0), mlp)
 
 
 def _conv_stem(c: ViTConfig) -> Counts:

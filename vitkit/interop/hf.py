@@ -14,7 +14,7 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import KeyMap, fuse_qkv, split_qkv, unexpressible
+from .keymap import KeyMap, fuse_qkv, newer_options, split_qkv, unexpressible
 
 
 def _layer(hub: str, v5: str, vitkit: str) -> tuple[tuple[str, str], str]:
@@ -64,13 +64,12 @@ def check_hf(config: ViTConfig) -> None:
     unexpressible("Hugging Face ViT", {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
-        "mean pooling": config.pool != "cls",
+        f"pooling {config.pool!r}": config.pool != "cls",
         f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
         "attention across the batch": config.attention_axis != "tokens",
         "non-square patches": config.patch_size[0] != config.patch_size[1],
         "a convolutional stem": config.stem != "patch",
-        "layer scale (init_values)": config.init_values is not None,
-        "register tokens": config.reg_tokens > 0,
+        **newer_options(config),
     })
 
 

@@ -25,6 +25,13 @@ TIMM_DEFAULT_TAGS = {
     "deit3_small_patch16_224": "fb_in1k", "deit3_small_patch16_384": "fb_in1k",
     "deit3_base_patch16_224": "fb_in1k", "deit3_base_patch16_384": "fb_in1k",
     "vit_small_patch14_reg4_dinov2": "lvd142m",
+    "deit_tiny_distilled_patch16_224": "fb_in1k", "deit_small_distilled_patch16_224": "fb_in1k",
+    "deit_base_distilled_patch16_224": "fb_in1k", "deit_base_distilled_patch16_384": "fb_in1k",
+    "vit_base_patch32_clip_224": "laion2b_ft_in12k_in1k", "vit_base_patch16_clip_224": "laion2b_ft_in12k_in1k",
+    "vit_base_patch16_clip_384": "laion2b_ft_in12k_in1k", "vit_large_patch14_clip_224": "laion2b_ft_in12k_in1k",
+    "vit_large_patch14_clip_336": "laion2b_ft_in12k_in1k",
+    "vit_base_patch16_siglip_224": "v2_webli", "vit_base_patch16_siglip_256": "v2_webli",
+    "vit_base_patch16_siglip_384": "v2_webli",
 }
 # Tried in order: safetensors first (no pickle), then the PyTorch pickle older repos have.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -45,10 +45,14 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         # Only pre-norm models end with a LayerNorm.
         norm="pre" if "norm.weight" in state else "post",
         heads=hints.get("heads") or guess_heads(dim),
-        pool=hints.get("pool") or ("cls" if class_token else "mean"), reg_tokens=reg_tokens,
+        pool=hints.get("pool") or ("map" if "pool.latent" in state else "cls" if class_token else "mean"),
+        reg_tokens=reg_tokens,
         init_values=(hints.get("init_values") or 1e-5) if layer_scale else None,
+        distilled="dist_token.token" in state, qk_norm="blocks.0.attn.q_norm.weight" in state,
+        norm_pre="norm_pre.weight" in state,
     )
-    fields.update(_position_layout(state, tuple(patch), int(class_token) + reg_tokens, hints))
+    prefix = int(class_token) + int(fields["distilled"]) + reg_tokens
+    fields.update(_position_layout(state, tuple(patch), prefix, hints))
     try:
         return ViTConfig(**{**hints, **fields})
     except VitkitError as error:

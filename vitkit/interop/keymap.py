@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..errors import VitkitError
+from ..models.heads import norm_after_pool
 
 Rules = Sequence[tuple[str, str]]
 Transform = Callable[[int, torch.Tensor], torch.Tensor]
@@ -98,6 +99,19 @@ def unexpressible(library: str, problems: dict[str, bool]) -> None:
     found = [name for name, present in problems.items() if present]
     if found:
         raise VitkitError(f"{library} cannot express {', '.join(found)}; convert --to vitkit or timm instead")
+
+
+def newer_options(config: Any) -> dict[str, bool]:
+    """The ViT options of the later papers that the original ViT's layout (transformers', torchvision's) has no
+    place for, as problems for :func:`unexpressible`."""
+    return {
+        "layer scale (init_values)": config.init_values is not None,
+        "register tokens": config.reg_tokens > 0,
+        "a distillation token": config.distilled,
+        "QK-norm": config.qk_norm,
+        "a norm before the blocks (norm_pre)": config.norm_pre,
+        "the final norm after pooling (fc_norm)": config.pool == "cls" and norm_after_pool(config),
+    }
 
 
 _SPLIT_QKV = re.compile(r"^(blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")

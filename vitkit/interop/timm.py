@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import re
+from functools import partial
+
 import torch
+from torch import nn
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
+from ..models.heads import norm_after_pool
 from .keymap import KeyMap, unexpressible
 
 # Block internals share timm's names: blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.
 KEYMAP = KeyMap("timm ViT", [
     ("cls_token", "cls_token.token"),
+    ("dist_token", "dist_token.token"),  # DeiT distilled
     ("reg_token", "reg_token.token"),
     ("pos_embed", "pos_embed.weight"),
     ("patch_embed.proj.{p}", "patch_embed.proj.{p}"),
+    ("norm_pre.{p}", "norm_pre.{p}"),  # CLIP's ln_pre
     *[(f"blocks.{{n}}.{part}.{{p}}", f"blocks.{{n}}.{part}.{{p}}")
-      for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")],
+      for part in ("norm1", "attn.qkv", "attn.q_norm", "attn.k_norm", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")],
     *[(f"blocks.{{n}}.{scale}.gamma", f"blocks.{{n}}.{scale}.gamma") for scale in ("ls1", "ls2")],  # layer scale
-    (("norm.{p}", "fc_norm.{p}"), "norm.{p}"),  # fc_norm: timm's norm after mean pooling
+    (("norm.{p}", "fc_norm.{p}"), "norm.{p}"),  # fc_norm: timm's norm after pooling
+    ("attn_pool.latent", "pool.latent"),  # attention pooling (global_pool='map')
+    *[(f"attn_pool.{part}.{{p}}", f"pool.{part}.{{p}}") for part in ("q", "kv", "proj", "norm", "mlp.fc1", "mlp.fc2")],
     ("head.{p}", "head.{p}"),
+    ("head_dist.{p}", "head_dist.{p}"),
 ])
+
+# timm options vitkit does not have, recognised by a key they add: (key pattern, the option, in words).
+UNSUPPORTED = [
+    (r"blocks\.\d+\.attn\.norm\.", "scale_attn_norm (a norm inside attention)"),
+    (r"blocks\.\d+\.mlp\.norm\.", "scale_mlp_norm (a norm inside the MLP)"),
+    (r"blocks\.\d+\.mlp\.fc1_[gx]\.", "a gated (SwiGLU) MLP"),
+    (r"blocks\.\d+\.(?:attn_out_proj|in_proj)\.", "parallel blocks (block_fn)"),
+    (r"attn_pool\.pos_embed", "attention pooling with its own position embedding"),
+]
 
 
 def from_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -31,22 +50,28 @@ def to_timm(state: dict[str, torch.Tensor], config: ViTConfig) -> dict[str, torc
     """A vitkit ViT state dict renamed for timm's ``VisionTransformer`` built with the matching options."""
     check_timm(config)
     renamed = KEYMAP.from_vitkit(state)
-    if config.pool == "mean":
+    if norm_after_pool(config):
         renamed = {("fc_" + key if key.startswith("norm.") else key): value for key, value in renamed.items()}
     return renamed
 
 
 def timm_kwargs(config: ViTConfig) -> dict:
-    """Arguments for ``timm.models.vision_transformer.VisionTransformer`` that build the same architecture."""
+    """Arguments for ``timm.models.vision_transformer.VisionTransformer`` (``deit.VisionTransformerDistilled``
+    for a distilled config) that build the same architecture."""
     check_timm(config)
-    return dict(
+    pool = {"cls": "token", "mean": "avg", "map": "map"}[config.pool]
+    kwargs = dict(
         img_size=config.image_size, patch_size=config.patch_size, in_chans=config.in_channels,
         num_classes=config.num_classes, embed_dim=config.dim, depth=config.depth, num_heads=config.heads,
         mlp_ratio=config.hidden_dim / config.dim, qkv_bias=config.qkv_bias, class_token=config.class_token,
-        global_pool="token" if config.pool == "cls" else "avg", no_embed_class=config.pos_embed == "learned_patches",
+        global_pool=pool, no_embed_class=config.pos_embed == "learned_patches",
         pos_embed="none" if config.pos_embed == "none" else "learn", init_values=config.init_values,
         reg_tokens=config.reg_tokens, dynamic_img_size=config.dynamic_img_size,
     )
+    extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None)
+    if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
+        extra["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)
+    return {**kwargs, **{key: value for key, value in extra.items() if value is not None}}
 
 
 def check_timm(config: ViTConfig) -> None:
@@ -60,10 +85,20 @@ def check_timm(config: ViTConfig) -> None:
 
 
 def timm_hints(state: dict[str, torch.Tensor]) -> dict:
-    """Config fields that timm's key names tell but vitkit's do not: the pooling (``fc_norm`` means mean)."""
-    if "fc_norm.weight" in state or "cls_token" not in state:
-        if "norm.weight" in state:
-            # timm's fc_norm=False: norm every token, then average. vitkit averages, then norms (fc_norm=True).
-            raise VitkitError("this timm ViT averages tokens after its final norm (fc_norm=False); vitkit cannot")
-        return {"pool": "mean"}
-    return {"pool": "cls"}
+    """Config fields that timm's key names tell but vitkit's do not: the pooling and where the final norm is
+    (``fc_norm``), and CLIP's LayerNorm eps. A one-line error for a timm option vitkit does not have."""
+    for pattern, option in UNSUPPORTED:
+        key = next((key for key in sorted(state) if re.match(pattern, key)), None)
+        if key is not None:
+            raise VitkitError(f"this timm ViT uses {option} (key {key}), which vitkit does not support")
+    if "attn_pool.latent" in state:
+        hints: dict = {"pool": "map"}
+    else:
+        hints = {"pool": "mean" if "fc_norm.weight" in state or "cls_token" not in state else "cls"}
+    if "fc_norm.weight" in state:
+        hints["fc_norm"] = True
+    elif hints["pool"] == "mean" and "norm.weight" in state:
+        hints["fc_norm"] = False  # every token normed, then averaged (timm's fc_norm=False)
+    if "norm_pre.weight" in state:
+        hints["norm_eps"] = 1e-5  # timm's CLIP towers, its only ViTs with pre_norm, use LayerNorm's default eps
+    return hints

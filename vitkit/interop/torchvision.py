@@ -12,7 +12,7 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import KeyMap, unexpressible
+from .keymap import KeyMap, newer_options, unexpressible
 
 _LAYER = "encoder.layers.encoder_layer_{n}."
 
@@ -59,7 +59,7 @@ def check_torchvision(config: ViTConfig) -> None:
     unexpressible("torchvision's ViT", {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
-        "mean pooling": config.pool != "cls",
+        f"pooling {config.pool!r}": config.pool != "cls",
         f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
         "attention across the batch": config.attention_axis != "tokens",
         "qkv without bias": not config.qkv_bias,
@@ -68,6 +68,5 @@ def check_torchvision(config: ViTConfig) -> None:
         "no head": not config.num_classes,
         f"LayerNorm eps {config.norm_eps}": config.norm_eps != 1e-6,
         "a convolutional stem": config.stem != "patch",
-        "layer scale (init_values)": config.init_values is not None,
-        "register tokens": config.reg_tokens > 0,
+        **newer_options(config),
     })

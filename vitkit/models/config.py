@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .base import TransformerConfig, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
-Pooling = Literal["cls", "mean"]
+Pooling = Literal["cls", "mean", "map"]
 PosEmbed = Literal["learned", "learned_patches", "sincos2d", "none"]
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
@@ -51,7 +51,9 @@ class ViTConfig(TransformerConfig):
     class_token: bool = True
     pool: Pooling = "cls"
     """``cls``: classify from the [CLS] token. ``mean``: from the mean of the patch tokens (the final norm is
-    then applied after pooling, as in timm)."""
+    then applied after pooling, as in timm; see ``fc_norm``). ``map``: multihead attention pooling (Zhai et al.
+    2022, "Scaling Vision Transformers"; SigLIP): a learned query attends to the patch tokens, then an MLP
+    (timm's ``global_pool='map'``, ``attn_pool``)."""
     pos_embed: PosEmbed = "learned"
     """``learned``: learned, on [CLS] and patches (the paper). ``learned_patches``: learned, patches only, added
     before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches. ``none``."""
@@ -72,6 +74,20 @@ class ViTConfig(TransformerConfig):
     """Accept images of any size divisible by the patch (timm's ``dynamic_img_size``): the position embedding is
     resampled to the input's grid in the forward pass (bicubic, as timm), once per size. Off, an input of
     another size than ``image_size`` is an error: it usually means the preprocessing is wrong."""
+    distilled: bool = False
+    """DeiT's distillation token (Touvron et al. 2021, "Training data-efficient image transformers"): a second
+    learned token after [CLS] with a head of its own (timm's ``dist_token`` / ``head_dist``). The output is the
+    mean of the two heads' outputs, as timm's outside distillation training. Needs ``pool='cls'``."""
+    fc_norm: bool | None = None
+    """Where the final norm goes: True normalises the pooled vector (timm's ``fc_norm``, as in BEiT and MAE
+    fine-tuning), False every token before pooling. None: True for ``pool='mean'``, False otherwise (timm's
+    default)."""
+    qk_norm: bool = False
+    """QK-norm (Dehghani et al. 2023, "Scaling Vision Transformers to 22 Billion Parameters"): LayerNorm on each
+    head's queries and keys before attention, which keeps the attention logits from growing (timm's ``qk_norm``)."""
+    norm_pre: bool = False
+    """A LayerNorm on the tokens before the first block (Radford et al. 2021, CLIP's ``ln_pre``; timm's
+    ``pre_norm=True``, key ``norm_pre``). As in CLIP and timm, the patch embedding then has no bias."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
@@ -107,6 +123,9 @@ class ViTConfig(TransformerConfig):
             raise ConfigError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
+        if self.distilled and (self.pool != "cls" or self.fc_norm or self.reg_tokens):
+            raise ConfigError("distilled=True reads [CLS] and the distillation token: it needs pool='cls', "
+                              "reg_tokens=0 and fc_norm unset")
 
     @property
     def grid_size(self) -> tuple[int, int]:

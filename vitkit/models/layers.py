@@ -24,9 +24,9 @@ class PatchEmbed(nn.Module):
     A convolution whose kernel equals its stride is exactly "flatten each patch, apply one Linear".
     """
 
-    def __init__(self, patch_size: tuple[int, int], in_channels: int, dim: int) -> None:
+    def __init__(self, patch_size: tuple[int, int], in_channels: int, dim: int, bias: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(images).flatten(2).transpose(1, 2)
@@ -163,11 +163,15 @@ class Attention(nn.Module):
 
     def __init__(
         self, dim: int, heads: int, qkv_bias: bool = True, attn_dropout: float = 0.0, proj_dropout: float = 0.0,
+        qk_norm: bool = False, norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        # QK-norm: a LayerNorm over each head's queries and keys (timm's q_norm / k_norm); None when off.
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.proj = nn.Linear(dim, dim)
         self.attn_dropout = attn_dropout
         self.proj_dropout = nn.Dropout(proj_dropout)
@@ -186,7 +190,10 @@ class Attention(nn.Module):
         """[B, L, D] -> queries, keys and values, [B, heads, L, head_dim] each."""
         batch, length, _ = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # type: ignore[return-value]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
 
     def project_out(self, out: torch.Tensor) -> torch.Tensor:
         """The heads' outputs [B, heads, L, head_dim] -> [B, L, D], through the output projection."""
@@ -272,18 +279,19 @@ class Block(nn.Module):
 
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
     ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
-    ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``).
+    ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``),
+    ``qk_norm`` QK-norm in the attention.
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
-        attention: type[Attention] = Attention, init_values: float | None = None,
+        attention: type[Attention] = Attention, init_values: float | None = None, qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout)
+        self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout, qk_norm, norm_eps)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, hidden_dim, dropout)

@@ -181,6 +181,38 @@ def _register_layer_scale_vits() -> None:
 _register_layer_scale_vits()
 
 
+def _register_fine_tuning_vits() -> None:
+    """The DeiT distilled models and the CLIP and SigLIP image towers, as timm builds them for fine-tuning."""
+    # DeiT (Touvron et al. 2021) with its distillation token and second head.
+    for size in ("ti", "s", "b"):
+        dim, depth, heads = VIT_SIZES[size]
+        register(f"deit_{size}16_distilled", ViTConfig(dim=dim, depth=depth, heads=heads, distilled=True),
+                 VisionTransformer, f"DeiT {_SIZE_NAMES[size]}/16 distilled at 224 px: distillation token and "
+                 "head, output the mean of both heads (as timm)")
+        _ALIASES[f"deit_{_SIZE_NAMES[size].lower()}_distilled_patch16_224"] = (f"deit_{size}16_distilled", {})
+    _ALIASES["deit_base_distilled_patch16_384"] = ("deit_b16_distilled", {"image_size": 384})
+    # CLIP image towers (Radford et al. 2021): a LayerNorm before the blocks, no patch bias, LayerNorm eps 1e-5.
+    for size, patch, sizes in [("b", 32, ()), ("b", 16, (384,)), ("l", 14, (336,))]:
+        dim, depth, heads = VIT_SIZES[size]
+        config = ViTConfig(patch_size=patch, dim=dim, depth=depth, heads=heads, norm_pre=True, norm_eps=1e-5)
+        register(f"clip_{size}{patch}", config, VisionTransformer,
+                 f"CLIP image tower ViT-{size.upper()}/{patch} at 224 px: norm before the blocks (as timm)")
+        timm = f"vit_{_SIZE_NAMES[size].lower()}_patch{patch}_clip"
+        _ALIASES[f"{timm}_224"] = (f"clip_{size}{patch}", {})
+        for image_size in sizes:
+            _ALIASES[f"{timm}_{image_size}"] = (f"clip_{size}{patch}", {"image_size": image_size})
+    # SigLIP image tower (Zhai et al. 2023): no [CLS], attention pooling (MAP head).
+    dim, depth, heads = VIT_SIZES["b"]
+    register("siglip_b16", ViTConfig(dim=dim, depth=depth, heads=heads, class_token=False, pool="map"),
+             VisionTransformer, "SigLIP image tower ViT-B/16 at 224 px: no [CLS], attention pooling (as timm)")
+    _ALIASES["vit_base_patch16_siglip_224"] = ("siglip_b16", {})
+    for image_size in (256, 384):
+        _ALIASES[f"vit_base_patch16_siglip_{image_size}"] = ("siglip_b16", {"image_size": image_size})
+
+
+_register_fine_tuning_vits()
+
+
 def _register_vivits() -> None:
     # The paper's ViViT-{B,L}/16x2 (Arnab et al. 2021): 32 frames at 224 px, 2x16x16 tubelets; Model 2 adds a
     # 4-block temporal encoder. Ti and S use DeiT's widths.

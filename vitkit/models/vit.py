@@ -3,12 +3,14 @@
     image [B, C, H, W]
       -> patch_embed      [B, N, D]       N = (H / patch) * (W / patch)
       -> reg_token        [B, R + N, D]   (if reg_tokens: R registers)
-      -> cls_token        [B, 1 + R + N, D] (if class_token)
+      -> cls_token        [B, 1 + R + N, D] (if class_token; DeiT's distillation token after it if distilled)
       -> pos_embed        same shape      (the blog, DeiT-3 and DINOv2 add it *before* the prefix tokens, to
                                           the patches only; any input size with dynamic_img_size)
+      -> norm_pre         same shape      (if norm_pre: CLIP's LayerNorm before the blocks)
       -> blocks           same shape      depth x (attention + MLP)
-      -> norm, pool       [B, D]          [CLS] token or mean of patch tokens
-      -> head             [B, num_classes]
+      -> norm, pool       [B, D]          [CLS] token, mean of patch tokens or attention pooling (heads.py);
+                                          the norm after pooling with fc_norm
+      -> head             [B, num_classes] (distilled: the mean of head([CLS]) and head_dist(distillation token))
 """
 
 from __future__ import annotations
@@ -20,29 +22,10 @@ from torch import nn
 
 from .base import TransformerModel, block_stack
 from .config import ViTConfig
+from .heads import Pool, norm_after_pool
 from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
                      readout_queries, sincos_2d)
 from .seed import BatchAxisAttention
-
-
-class Pool(nn.Module):
-    """Reduce the token sequence to one vector: the [CLS] token, or the mean of the patch tokens."""
-
-    def __init__(self, mode: str, num_prefix_tokens: int) -> None:
-        super().__init__()
-        self.mode = mode
-        self.num_prefix_tokens = num_prefix_tokens
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.mode == "cls":
-            return tokens[:, 0]
-        return tokens[:, self.num_prefix_tokens :].mean(dim=1)
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
-
-    def stage_label(self) -> str:
-        return "pool ([CLS] token)" if self.mode == "cls" else "pool (mean of patches)"
 
 
 class VisionTransformer(TransformerModel):
@@ -54,27 +37,44 @@ class VisionTransformer(TransformerModel):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.num_prefix_tokens = int(c.class_token) + c.reg_tokens
-        """Tokens before the patches: [CLS], then the registers."""
-        self.patch_embed = (ConvStem if c.stem == "conv" else PatchEmbed)(c.patch_size, c.in_channels, c.dim)
+        self.num_prefix_tokens = int(c.class_token) + int(c.distilled) + c.reg_tokens
+        """Tokens before the patches: [CLS], then the distillation token or the registers."""
+        if c.stem == "conv":
+            self.patch_embed: nn.Module = ConvStem(c.patch_size, c.in_channels, c.dim)
+        else:  # CLIP's patch embedding, followed by norm_pre, has no bias
+            self.patch_embed = PatchEmbed(c.patch_size, c.in_channels, c.dim, bias=not c.norm_pre)
         self.cls_token = ClassToken(c.dim) if c.class_token else None
+        self.dist_token = ClassToken(c.dim, 1, "distillation token") if c.distilled else None
         self.reg_token = ClassToken(c.dim, c.reg_tokens, "register tokens") if c.reg_tokens else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
+        self.norm_pre = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_pre else None
         attention = BatchAxisAttention if c.attention_axis == "batch" else Attention
         self.blocks = block_stack(lambda rate: Block(
             c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
             drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps, attention=attention,
-            init_values=c.init_values,
+            init_values=c.init_values, qk_norm=c.qk_norm,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
-        self.pool = Pool(c.pool, self.num_prefix_tokens)
+        self.norm_after_pool = norm_after_pool(c)
+        self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.head_dist = self._make_head() if c.distilled else None
         self.apply(init_weights)
 
     def block_stacks(self) -> list[nn.Sequential]:
         return [self.blocks]
+
+    def _make_head(self) -> nn.Module:
+        return nn.Linear(self.config.dim, self.config.num_classes) if self.config.num_classes else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh head (and distillation head) for ``num_classes`` (0: no head)."""
+        super().reset_classifier(num_classes)
+        if self.head_dist is not None:
+            self.head_dist = self._make_head().to(next(self.parameters()).device)
+            self.head_dist.apply(init_weights)
 
     @staticmethod
     def _make_pos_embed(c: ViTConfig) -> PositionEmbedding | None:
@@ -90,9 +90,9 @@ class VisionTransformer(TransformerModel):
         """The order in which the prefix tokens (registers, then [CLS] in front of them) and the position
         embedding are applied after patch embedding."""
         if pos_embed_prefix(self.config):
-            order = ("reg_token", "cls_token", "pos_embed")
+            order = ("reg_token", "dist_token", "cls_token", "pos_embed")
         else:
-            order = ("pos_embed", "reg_token", "cls_token")
+            order = ("pos_embed", "reg_token", "dist_token", "cls_token")
         return tuple(name for name in order if getattr(self, name) is not None)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -106,22 +106,27 @@ class VisionTransformer(TransformerModel):
         x = self.patch_embed(images)
         for name in self.embed_order:
             x = self.pos_embed(x, grid) if name == "pos_embed" else getattr(self, name)(x)
-        return self.pos_drop(x)
+        x = self.pos_drop(x)
+        return x if self.norm_pre is None else self.norm_pre(x)
 
     def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The final norm of every token ([CLS] models; mean-pooling ones norm the pooled vector, as timm)."""
-        return self.norm(tokens) if self.config.pool == "cls" else tokens
+        """The final norm of every token (unless it applies to the pooled vector: ``fc_norm``, mean pooling)."""
+        return tokens if self.norm_after_pool else self.norm(tokens)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]."""
+        """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]. A distilled model
+        returns the mean of its two heads (of the two tokens' features without heads), as timm's."""
         x = self.pool(tokens)
-        if self.config.pool == "mean":
+        if self.norm_after_pool:
             x = self.norm(x)
+        if self.head_dist is not None:
+            return (self.head(x) + self.head_dist(tokens[:, 1])) / 2
         return self.head(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         c = self.config
-        queries = readout_queries(self.blocks, int(c.class_token), c.pool) if self.prune_readout else None
+        readers = int(c.class_token) + int(c.distilled)  # the tokens the head reads with pool='cls'
+        queries = readout_queries(self.blocks, readers, c.pool) if self.prune_readout else None
         return self.forward_head(self._final_norm(self.run_stack(self.blocks, self._embed(images), queries)))
 
     def token_grid(self, images: torch.Tensor) -> tuple[int, int]:
@@ -169,9 +174,10 @@ class VisionTransformer(TransformerModel):
 
 
 def pos_embed_prefix(config: ViTConfig) -> int:
-    """How many prefix tokens ([CLS], registers) the position embedding has places for: all of them with
+    """How many prefix tokens ([CLS], distillation, registers) the position embedding has places for: all of them with
     ``pos_embed='learned'`` (timm's default), none otherwise (timm's ``no_embed_class``)."""
-    return int(config.class_token) + config.reg_tokens if config.pos_embed == "learned" else 0
+    prefix = int(config.class_token) + int(config.distilled) + config.reg_tokens
+    return prefix if config.pos_embed == "learned" else 0
 
 
 def take_indices(depth: int, indices: int | Sequence[int] | None) -> list[int]:

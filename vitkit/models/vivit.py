@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import TransformerModel, block_stack
+from .heads import Pool
 from .layers import Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights, readout_queries
-from .vit import Pool
 from .vivit_config import ViViTConfig
 
 

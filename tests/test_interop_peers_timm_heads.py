@@ -1,0 +1,158 @@
+"""DeiT's distillation token, QK-norm, CLIP's norm before the blocks, the final norm before or after pooling
+(``fc_norm``) and attention pooling (SigLIP's MAP head) against timm (random-init reference models built here
+and saved to disk, no downloads; peers env): logits at two input sizes, written back to timm, the registered
+names' parameter counts, and one-line errors for timm options vitkit does not have."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from conftest import max_diff, randomize_
+from safetensors.torch import load_file, save_file
+
+import vitkit
+from vitkit.analysis.counts import count
+from vitkit.interop.save import save_as
+from vitkit.interop.timm import timm_kwargs
+
+timm = pytest.importorskip("timm")
+pytestmark = pytest.mark.peers
+
+from timm.models.deit import VisionTransformerDistilled  # noqa: E402
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
+BASE = dict(img_size=64, patch_size=16, embed_dim=64, depth=3, num_heads=4, num_classes=7)
+CLIP_NORM = partial(torch.nn.LayerNorm, eps=1e-5)
+# name: (timm class, timm options, the vitkit config fields they must give)
+CASES = {
+    "distilled": (VisionTransformerDistilled, {}, dict(distilled=True, pool="cls")),
+    "qk_norm": (VisionTransformer, dict(qk_norm=True), dict(qk_norm=True)),
+    "clip": (VisionTransformer, dict(pre_norm=True, norm_layer=CLIP_NORM), dict(norm_pre=True, norm_eps=1e-5)),
+    "gap_norm_then_mean": (VisionTransformer, dict(class_token=False, global_pool="avg", fc_norm=False),
+                           dict(pool="mean", fc_norm=False)),
+    "map": (VisionTransformer, dict(class_token=False, global_pool="map"), dict(pool="map", class_token=False)),
+    "map_cls_regs_qk": (VisionTransformer, dict(global_pool="map", reg_tokens=2, qk_norm=True),
+                        dict(pool="map", reg_tokens=2, qk_norm=True)),
+    "map_fc_norm": (VisionTransformer, dict(class_token=False, global_pool="map", fc_norm=True),
+                    dict(pool="map", fc_norm=True)),
+}
+
+
+def reference(name: str, tmp_path, **extra) -> tuple[torch.nn.Module, object]:
+    cls, options, _ = CASES[name]
+    model = randomize_(cls(**BASE, **options, **extra))
+    path = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return model, path
+
+
+def logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(images)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_timm_files_load_with_equal_logits_at_two_sizes(name, tmp_path) -> None:
+    timm_model, path = reference(name, tmp_path, dynamic_img_size=True)
+    model = vitkit.load(path, heads=4)
+    for field, value in CASES[name][2].items():
+        assert getattr(model.config, field) == value, field
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in timm_model.parameters())
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+    # Another size: resampled once on loading, or in the forward pass; timm resamples in its forward pass.
+    resized = vitkit.load(path, heads=4, image_size=(96, 48))
+    dynamic = vitkit.load(path, heads=4, dynamic_img_size=True)
+    images = torch.randn(2, 3, 96, 48)
+    expected = logits(timm_model, images)
+    for ours in (resized, dynamic):
+        diff = max_diff(logits(ours, images), expected)
+        assert diff <= 1e-5, f"{name} at 96x48: max |vitkit - timm| = {diff:.2e}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_vitkit_weights_export_to_timm_with_equal_logits(name, tmp_path) -> None:
+    _, path = reference(name, tmp_path)
+    model = randomize_(vitkit.load(path, heads=4))  # vitkit's own weights now: written back for timm
+    exported = CASES[name][0](**timm_kwargs(model.config)).eval()
+    exported.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(exported, images)) <= 1e-5, name
+
+
+def test_distilled_training_mode_averages_the_heads_as_timm_does(tmp_path) -> None:
+    """timm returns the two heads separately only after ``set_distilled_training()``; otherwise, in training
+    as in eval, the mean of both: vitkit's forward is that mean, always."""
+    timm_model, path = reference("distilled", tmp_path)
+    model = vitkit.load(path, heads=4).train()
+    timm_model.train()
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(model(images), timm_model(images)) <= 1e-5
+    with torch.no_grad():
+        tokens = model.forward_features(images)
+        alone = (model.head(tokens[:, 0]) + model.head_dist(tokens[:, 1])) / 2
+    assert max_diff(model(images), alone) <= 1e-6
+
+
+def test_a_class_token_model_with_fc_norm_loads_as_mean_pooling_unless_told(tmp_path) -> None:
+    """timm's ``fc_norm`` key says the norm follows the pooling, not which pooling: vitkit reads it as mean
+    pooling (MAE and BEiT fine-tunes); ``pool='cls'`` loads timm's ``global_pool='token', fc_norm=True``."""
+    timm_model = randomize_(VisionTransformer(**BASE, fc_norm=True))
+    path = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)
+    assert vitkit.load(path, heads=4).config.pool == "mean"
+    model = vitkit.load(path, heads=4, pool="cls")
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+
+
+# vitkit name -> timm name: the parameter count of each must equal timm's (with timm's 1000 classes) and
+# vitkit's count from the config alone.
+NAMES = {
+    "deit_ti16_distilled": "deit_tiny_distilled_patch16_224", "deit_s16_distilled": "deit_small_distilled_patch16_224",
+    "deit_b16_distilled": "deit_base_distilled_patch16_224", "clip_b32": "vit_base_patch32_clip_224",
+    "clip_b16": "vit_base_patch16_clip_224", "clip_l14": "vit_large_patch14_clip_224",
+    "siglip_b16": "vit_base_patch16_siglip_224",
+}
+
+
+@pytest.mark.parametrize("name", list(NAMES))
+def test_registered_names_have_timms_parameter_counts(name) -> None:
+    with torch.device("meta"):
+        timm_model = timm.create_model(NAMES[name], pretrained=False, num_classes=1000)
+    model = vitkit.create_model(NAMES[name], device="meta")  # timm's name is an alias of vitkit's
+    assert model.config == vitkit.get_config(name)
+    expected = sum(p.numel() for p in timm_model.parameters())
+    assert sum(p.numel() for p in model.parameters()) == expected == count(model.config).params
+
+
+def test_registered_names_compute_timms_logits(tmp_path) -> None:
+    """Small versions of the names (depth 2, 64 px) with timm's weights give timm's logits."""
+    for name, timm_name in NAMES.items():
+        if name in ("clip_l14", "deit_b16_distilled"):
+            continue  # the same options as clip_b16 / deit_s16_distilled, at a larger width
+        timm_model = randomize_(timm.create_model(timm_name, pretrained=False, num_classes=5, depth=2, img_size=64))
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)
+        model = vitkit.load(path)
+        assert model.config == vitkit.get_config(name, depth=2, image_size=64, num_classes=5).replace(
+            extra=model.config.extra), name
+        images = torch.randn(2, 3, 64, 64)
+        diff = max_diff(logits(model, images), logits(timm_model, images))
+        assert diff <= 1e-5, f"{name}: max |vitkit - timm| = {diff:.2e}"
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(scale_mlp_norm=True), "scale_mlp_norm (a norm inside the MLP) (key blocks.0.mlp.norm.bias)"),
+    (dict(scale_attn_norm=True), "scale_attn_norm (a norm inside attention) (key blocks.0.attn.norm.bias)"),
+])
+def test_timm_options_vitkit_lacks_are_refused_in_one_line_naming_the_key(options, words, tmp_path) -> None:
+    timm_model = VisionTransformer(**BASE, **options)
+    path = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)
+    with pytest.raises(vitkit.VitkitError) as error:
+        vitkit.load(path, heads=4)
+    message = str(error.value)
+    assert words in message and "vitkit does not support" in message and "\n" not in message
