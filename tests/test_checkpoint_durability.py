@@ -20,7 +20,8 @@ from reliability_helpers import ONE_THREAD, finished_run, weights_equal  # noqa:
 from test_training import TINY, make_folder, tiny_config
 from vitkit.errors import VitkitError
 from vitkit.train import checkpoint as ckpt
-from vitkit.train.loop import Trainer, resume_config, train
+from vitkit.train.loop import Trainer, train
+from vitkit.train.run_folder import resume_config
 
 
 def test_checkpoints_have_a_manifest_and_only_the_last_two_are_kept(finished_run) -> None:

@@ -14,9 +14,9 @@ from vitkit.cli import build_parser
 
 # Options of other programs that vitkit's messages name (pip, torchrun).
 OTHER_PROGRAMS = {"--no-deps", "--force-reinstall", "--nproc-per-node"}
-# Named in messages, added by issue 17's --init normalisation and --device work (another branch); remove them
-# from here once those flags exist, and the test then checks them as well.
-PENDING = {"--mean", "--std", "--device"}
+# Named in messages, added by the --device work (another branch); remove it from here once the flag exists, and
+# the test then checks it as well.
+PENDING = {"--device"}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
