@@ -149,3 +149,13 @@ def test_a_transformers_folder_keeps_its_image_processor_normalisation(half_run,
                              img_size=32))
     assert normalisation_of(trainer) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
     assert "from the checkpoint (transformers'" in trainer.normalisation
+
+
+def test_convert_to_a_vitkit_folder_keeps_the_normalisation(half_run, tmp_path) -> None:
+    """`vitkit convert SOURCE --to vitkit DIR` then `--init DIR`: the folder must still say what the weights expect."""
+    result = run_cli("convert", str(half_run / "run"), "--to", "vitkit", str(tmp_path / "converted"))
+    assert result.returncode == 0, result.stderr
+    prep = read_config(tmp_path / "converted")["preprocess"]
+    assert (prep["mean"], prep["std"], prep["image_size"]) == (HALF, HALF, 32)
+    trainer = Trainer(config(half_run / "data", tmp_path / "run", init=str(tmp_path / "converted")))
+    assert normalisation_of(trainer) == (HALF, HALF)
