@@ -116,9 +116,9 @@ def test_no_space_or_an_unwritable_out_fails_before_training(tmp_path, monkeypat
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(VitkitError, match="cannot write to --out"):
         Trainer(tiny_config(data, tmp_path / "a_file" / "run"))
-    import vitkit.train.loop as loop
+    import vitkit.train.run_folder as run_folder
 
-    monkeypatch.setattr(loop.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(VitkitError, match="not enough free space .* 0 MiB free"):
         Trainer(tiny_config(data, tmp_path / "run"))
 

@@ -31,7 +31,8 @@ def image_folder(root: Path) -> Path:
         for name in ("a", "b"):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
+                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
     return root
 
 
@@ -59,7 +60,8 @@ def half_run(tmp_path_factory) -> Path:
 def test_a_run_given_as_init_passes_its_normalisation_on(half_run, tmp_path) -> None:
     out = tmp_path / "finetune"
     result = run_cli("train", "--data", str(half_run / "data"), "--init", str(half_run / "run"), "--epochs", "1",
-                     "--img-size", "32", "--batch-size", "8", "--precision", "fp32", "--workers", "0", "--out", str(out))
+                     "--img-size", "32", "--batch-size", "8", "--precision", "fp32", "--workers", "0",
+                     "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert f"normalisation mean=std=0.5 from the checkpoint (the vitkit config {half_run / 'run'}" in result.stderr
     saved = read_config(out)
@@ -144,7 +146,8 @@ def test_a_transformers_folder_keeps_its_image_processor_normalisation(half_run,
     hf_config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                                        intermediate_size=128, image_size=32, patch_size=8, num_labels=3)
     transformers.ViTForImageClassification(hf_config).save_pretrained(tmp_path / "hf")
-    transformers.ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6]).save_pretrained(tmp_path / "hf")
+    processor = transformers.ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6])
+    processor.save_pretrained(tmp_path / "hf")
     trainer = Trainer(config(half_run / "data", tmp_path / "run", init=str(tmp_path / "hf"), model_args={},
                              img_size=32))
     assert normalisation_of(trainer) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
