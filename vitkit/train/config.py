@@ -79,8 +79,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     crop_pct: float = 0.875
     """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size."""
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's
+    (IMAGENET_MEAN / IMAGENET_STD); the run resolves it when it starts and saves the values (normalisation.py)."""
     time_limit: float | None = None
     """Minutes of training after which the run stops early (its schedule is not changed)."""
     save_every: int = 0
@@ -92,8 +94,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
-        self.mean = tuple(self.mean)  # type: ignore[assignment]
-        self.std = tuple(self.std)  # type: ignore[assignment]
+        self.mean = None if self.mean is None else tuple(self.mean)  # type: ignore[assignment]
+        self.std = None if self.std is None else tuple(self.std)  # type: ignore[assignment]
         checks = [
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
@@ -129,7 +131,9 @@ class TrainConfig:
              "--weight-decay, --warmup-epochs and --clip-grad must be >= 0"),
             (0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}"),
-            (all(s > 0 for s in self.std), f"--std must be positive, got {self.std}"),
+            (self.mean is None or len(self.mean) == 3, f"--mean needs 3 values (R G B), got {self.mean}"),
+            (self.std is None or (len(self.std) == 3 and all(s > 0 for s in self.std)),
+             f"--std needs 3 positive values (R G B), got {self.std}"),
         ]
         for name, value in self._numbers():
             if not math.isfinite(value):  # nan / inf pass every comparison above or poison training later

@@ -15,13 +15,16 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 class TensorBoard:
-    """TensorBoard scalars, if the tensorboard package is installed (silently off otherwise)."""
+    """TensorBoard scalars, if the tensorboard package is installed (silently off otherwise, or when not
+    ``enabled``: the processes other than rank 0 of a distributed run)."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.writer = None
             return
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
