@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -46,18 +47,35 @@ def unknown_options_error(kind: str, unknown: set[str], known: Sequence[str]) ->
     return ConfigError(f"unknown {kind} option(s) {', '.join(hints)}; valid ones: {', '.join(known)}")
 
 
+@dataclass
 class TransformerConfig:
     """The shared part of :class:`~vitkit.models.config.ViTConfig` and :class:`~vitkit.models.vivit_config.
-    ViViTConfig` (both dataclasses with the fields used here)."""
+    ViViTConfig`: the input size, the head and the Transformer's options. The subclasses add their own fields
+    after these (a subclass that re-declares one, to change its default, keeps it in this place)."""
+
+    image_size: int | tuple[int, int] = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    """0 removes the head: the model returns pooled features."""
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
+    """Hidden size of the feed-forward network; overrides ``mlp_ratio`` when set."""
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    """Dropout after the position embedding, inside the MLP and after each projection."""
+    attn_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
+    drop_path: float = 0.0
+    """Stochastic depth: the drop rate of the last block, rising linearly from 0 at the first."""
+    norm_eps: float = 1e-6
 
     kind: ClassVar[str] = "model"
     """The name used in messages (``ViT``, ``ViViT``)."""
     tuple_fields: ClassVar[tuple[str, ...]] = ()
     """Fields held as tuples and written to JSON as lists."""
-    dim: int
-    heads: int
-    mlp_ratio: float
-    mlp_dim: int | None
 
     @property
     def hidden_dim(self) -> int:
@@ -75,8 +93,8 @@ class TransformerConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dim % self.heads:  # after the positivity check: heads=0 must not divide by zero
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if getattr(self, "num_classes") < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {getattr(self, 'num_classes')}")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
         for name in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
