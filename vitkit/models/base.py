@@ -38,6 +38,10 @@ def check_choice(name: str, value: str, choices: Any) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+TupleFields = dict[str, Callable[[Any], tuple[int, ...]]]
+"""Config fields held as tuples, each with the function that makes one from an int or a list."""
+
+
 def unknown_options_error(kind: str, unknown: set[str], known: Sequence[str]) -> ConfigError:
     """The error for option names a config does not have: a close match where there is one, and the list."""
     hints = []
@@ -74,8 +78,18 @@ class TransformerConfig:
 
     kind: ClassVar[str] = "model"
     """The name used in messages (``ViT``, ``ViViT``)."""
-    tuple_fields: ClassVar[tuple[str, ...]] = ()
-    """Fields held as tuples and written to JSON as lists."""
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair}
+    """Fields held as tuples (and written to JSON as lists), each with the function that makes one from an int
+    or a list."""
+
+    def __post_init__(self) -> None:
+        for name, to_tuple in self.tuple_fields.items():
+            setattr(self, name, to_tuple(getattr(self, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        """A one-line :class:`ConfigError` for the first option that is out of range (each subclass's checks)."""
+        raise NotImplementedError
 
     @property
     def hidden_dim(self) -> int:

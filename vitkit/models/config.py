@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from .base import TransformerConfig, check_choice, to_pair
+from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
 Pooling = Literal["cls", "mean"]
@@ -48,12 +48,7 @@ class ViTConfig(TransformerConfig):
     """Free-form metadata (where the config came from); not used by the model."""
 
     kind: ClassVar[str] = "ViT"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "patch_size")
-
-    def __post_init__(self) -> None:
-        self.image_size = to_pair(self.image_size)
-        self.patch_size = to_pair(self.patch_size)
-        self._validate()
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "patch_size": to_pair}
 
     def _validate(self) -> None:
         for (size, patch), axis in zip(zip(self.image_size, self.patch_size), ("height", "width")):

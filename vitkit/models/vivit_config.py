@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from .base import TransformerConfig, check_choice, to_pair
+from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 Variant = Literal["spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product"]
 VideoPooling = Literal["cls", "mean"]
@@ -65,12 +65,7 @@ class ViViTConfig(TransformerConfig):
     """Free-form metadata (where the config came from); not used by the model."""
 
     kind: ClassVar[str] = "ViViT"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "tubelet_size")
-
-    def __post_init__(self) -> None:
-        self.image_size = to_pair(self.image_size)
-        self.tubelet_size = to_triple(self.tubelet_size)
-        self._validate()
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "tubelet_size": to_triple}
 
     def _validate(self) -> None:
         check_choice("variant", self.variant, Variant)
