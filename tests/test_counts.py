@@ -19,7 +19,8 @@ SMALL = [name for name in GRID_MODELS if not name.endswith(("_b", "_l")) and nam
                                                                                              "vit_h14")]
 VIT_OPTIONS = [dict(pool="mean", class_token=False), dict(pos_embed="sincos2d"), dict(pos_embed="none"),
                dict(stem="conv"), dict(num_classes=0, mlp_dim=100, qkv_bias=False),
-               dict(image_size=(32, 48), patch_size=(8, 16)), dict(norm="post", attention_axis="batch")]
+               dict(image_size=(32, 48), patch_size=(8, 16)), dict(norm="post", attention_axis="batch"),
+               dict(init_values=1e-5, reg_tokens=4), dict(reg_tokens=2, pos_embed="learned_patches")]
 
 
 def dry_run(config) -> tuple[int, int]:

@@ -15,6 +15,8 @@ TIMM_NAMES = {
     "vit_ti16": "vit_tiny_patch16_224", "vit_s16": "vit_small_patch16_224", "vit_s32": "vit_small_patch32_224",
     "vit_b16": "vit_base_patch16_224", "vit_b32": "vit_base_patch32_224", "vit_l16": "vit_large_patch16_224",
     "vit_l32": "vit_large_patch32_224", "vit_h14": "vit_huge_patch14_224",
+    "deit3_s16": "deit3_small_patch16_224", "deit3_b16": "deit3_base_patch16_224",
+    "dinov2_s14_reg": "vit_small_patch14_reg4_dinov2",
 }
 
 

@@ -72,13 +72,15 @@ def _vit(c: ViTConfig) -> Counts:
         stem = _conv_stem(c)
     else:
         stem = _linear(patches, c.in_channels * math.prod(c.patch_size), dim)
-    tokens = patches + int(c.class_token)
+    prefix = int(c.class_token) + c.reg_tokens
+    tokens = patches + prefix
     positions = {"learned": tokens, "learned_patches": patches}.get(c.pos_embed, 0) * dim
     # Across the batch (the blog's defect), each token attends to the one image of the batch.
     attended = 1 if c.attention_axis == "batch" else tokens
-    blocks = _block(c, tokens, _attention(c, tokens, attended))
+    layer_scale = Counts(2 * dim if c.init_values else 0, 0)
+    blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), layer_scale)
     final_norm = Counts(2 * dim if c.norm == "pre" else 0, 0)
-    embed = Counts(dim * int(c.class_token) + positions, 0)
+    embed = Counts(dim * prefix + positions, 0)
     return _add(stem, embed, *[blocks] * c.depth, final_norm, _head(c))
 
 

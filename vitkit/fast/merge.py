@@ -43,13 +43,13 @@ class MergingBlock(Block):
             self.merge_state.size = None
         size = self.merge_state.size
         out, keys = sized_attention(self.attn, self.norm1(x), size, queries)
-        x = (x if queries is None else x[:, :queries]) + self.drop_path(out)
+        x = (x if queries is None else x[:, :queries]) + self.drop_path(self.ls1(out))
         r = min(self.merge_r, (x.shape[1] - self.prefix_tokens) // 2)
         if queries is None and r > 0:
             if size is None:
                 size = x.new_ones(x.shape[:2])
             x, self.merge_state.size = merge_pairs(x, keys, size, r, self.prefix_tokens)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 def sized_attention(attn: Attention, x: torch.Tensor, size: torch.Tensor | None, queries: int | None = None,

@@ -22,6 +22,9 @@ TIMM_DEFAULT_TAGS = {
     "vit_large_patch16_224": "augreg_in21k_ft_in1k", "vit_large_patch16_384": "augreg_in21k_ft_in1k",
     "vit_large_patch32_224": "orig_in21k", "vit_large_patch32_384": "orig_in21k_ft_in1k",
     "vit_huge_patch14_224": "orig_in21k",
+    "deit3_small_patch16_224": "fb_in1k", "deit3_small_patch16_384": "fb_in1k",
+    "deit3_base_patch16_224": "fb_in1k", "deit3_base_patch16_384": "fb_in1k",
+    "vit_small_patch14_reg4_dinov2": "lvd142m",
 }
 # Tried in order: safetensors first (no pickle), then the PyTorch pickle older repos have.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -35,6 +35,8 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     hidden = _require(state, "blocks.0.mlp.fc1.weight").shape[0]
     ratio = hints.get("mlp_ratio", 4.0)
     class_token = "cls_token.token" in state
+    reg_tokens = state["reg_token.token"].shape[1] if "reg_token.token" in state else 0
+    layer_scale = "blocks.0.ls1.gamma" in state  # its starting value is not in the weights: any positive one
     fields = dict(
         dim=dim, in_channels=in_channels, patch_size=tuple(patch), depth=depth,
         mlp_ratio=ratio, mlp_dim=None if hidden == int(dim * ratio) else hidden,
@@ -43,9 +45,10 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         # Only pre-norm models end with a LayerNorm.
         norm="pre" if "norm.weight" in state else "post",
         heads=hints.get("heads") or guess_heads(dim),
-        pool=hints.get("pool") or ("cls" if class_token else "mean"),
+        pool=hints.get("pool") or ("cls" if class_token else "mean"), reg_tokens=reg_tokens,
+        init_values=(hints.get("init_values") or 1e-5) if layer_scale else None,
     )
-    fields.update(_position_layout(state, tuple(patch), class_token, hints))
+    fields.update(_position_layout(state, tuple(patch), int(class_token) + reg_tokens, hints))
     try:
         return ViTConfig(**{**hints, **fields})
     except VitkitError as error:
@@ -63,9 +66,10 @@ def guess_heads(dim: int) -> int:
 
 
 def _position_layout(
-    state: dict[str, torch.Tensor], patch: tuple[int, int], class_token: bool, hints: dict[str, Any]
+    state: dict[str, torch.Tensor], patch: tuple[int, int], prefix: int, hints: dict[str, Any]
 ) -> dict[str, Any]:
-    """``pos_embed`` kind and ``image_size``: from the embedding's length, or the hinted image size."""
+    """``pos_embed`` kind and ``image_size``: from the embedding's length (with or without places for the
+    ``prefix`` tokens, [CLS] and registers), or the hinted image size."""
     hinted_size = to_pair(hints["image_size"]) if "image_size" in hints else None
     if "pos_embed.weight" not in state:
         kind = hints.get("pos_embed") if hints.get("pos_embed") == "sincos2d" else "none"
@@ -74,25 +78,25 @@ def _position_layout(
     if hinted_size is not None:
         grid = (hinted_size[0] // patch[0], hinted_size[1] // patch[1])
         patches = grid[0] * grid[1]
-        if length not in (patches, patches + 1) or (length == patches + 1 and not class_token):
+        if length not in (patches, patches + prefix):
             raise VitkitError(
                 f"the position embedding has {length} positions, but image size {hinted_size} with patch {patch} "
                 f"has {patches} patches; pass the checkpoint's own image_size"
             )
-        return {"pos_embed": _kind(class_token, covers_cls=length == patches + 1), "image_size": hinted_size}
-    for prefix in ((1, 0) if class_token else (0,)):
-        side = math.isqrt(length - prefix)
-        if side * side == length - prefix:
-            return {"pos_embed": _kind(class_token, covers_cls=prefix == 1),
+        return {"pos_embed": _kind(prefix, covers_prefix=length == patches + prefix), "image_size": hinted_size}
+    for covered in ((prefix, 0) if prefix else (0,)):
+        side = math.isqrt(length - covered)
+        if side * side == length - covered:
+            return {"pos_embed": _kind(prefix, covers_prefix=covered > 0),
                     "image_size": (side * patch[0], side * patch[1])}
     raise VitkitError(
         f"the position embedding's {length} positions are no square grid; pass the checkpoint's image_size"
     )
 
 
-def _kind(class_token: bool, covers_cls: bool) -> str:
-    # timm's no_embed_class: a [CLS] token without a position of its own is vitkit's "learned_patches".
-    return "learned_patches" if class_token and not covers_cls else "learned"
+def _kind(prefix: int, covers_prefix: bool) -> str:
+    # timm's no_embed_class: prefix tokens without positions of their own is vitkit's "learned_patches".
+    return "learned_patches" if prefix and not covers_prefix else "learned"
 
 
 def _require(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:

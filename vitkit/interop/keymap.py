@@ -106,7 +106,7 @@ def unexpressible(library: str, problems: dict[str, bool]) -> None:
 def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
     """The :func:`unexpressible` problems of a ViT config for a library that builds only the paper's ViT
     (torchvision, transformers): pre-norm, a [CLS] token classified from, a learned position embedding on [CLS]
-    and patches, attention over the tokens, a patch stem."""
+    and patches, attention over the tokens, a patch stem, no layer scale, no register tokens."""
     return {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
@@ -114,6 +114,8 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
         f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
         "attention across the batch": config.attention_axis != "tokens",
         "a convolutional stem": config.stem != "patch",
+        "layer scale (init_values)": config.init_values is not None,
+        "register tokens": config.reg_tokens > 0,
     }
 
 

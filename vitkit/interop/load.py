@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig, to_pair
-from ..models.vit import VisionTransformer
+from ..models.vit import VisionTransformer, pos_embed_prefix
 from ..models.vivit import VideoVisionTransformer
 from ..store import load_model
 from .detect import BY_NAME, detect_format
@@ -108,7 +108,7 @@ def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTCo
     grid, head dropped when the classes differ (each announced in one line)."""
     state = dict(state)
     if "pos_embed.weight" in state and source.grid_size != target.grid_size:
-        prefix = int(source.pos_embed == "learned" and source.class_token)
+        prefix = pos_embed_prefix(source)
         state["pos_embed.weight"] = resample_pos_embed(
             state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix
         )

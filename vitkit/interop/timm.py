@@ -11,10 +11,12 @@ from .keymap import KeyMap, unexpressible
 # Block internals share timm's names: blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.
 KEYMAP = KeyMap("timm ViT", [
     ("cls_token", "cls_token.token"),
+    ("reg_token", "reg_token.token"),
     ("pos_embed", "pos_embed.weight"),
     ("patch_embed.proj.{p}", "patch_embed.proj.{p}"),
     *[(f"blocks.{{n}}.{part}.{{p}}", f"blocks.{{n}}.{part}.{{p}}")
       for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")],
+    *[(f"blocks.{{n}}.{scale}.gamma", f"blocks.{{n}}.{scale}.gamma") for scale in ("ls1", "ls2")],  # layer scale
     (("norm.{p}", "fc_norm.{p}"), "norm.{p}"),  # fc_norm: timm's norm after mean pooling
     ("head.{p}", "head.{p}"),
 ])
@@ -42,7 +44,8 @@ def timm_kwargs(config: ViTConfig) -> dict:
         num_classes=config.num_classes, embed_dim=config.dim, depth=config.depth, num_heads=config.heads,
         mlp_ratio=config.hidden_dim / config.dim, qkv_bias=config.qkv_bias, class_token=config.class_token,
         global_pool="token" if config.pool == "cls" else "avg", no_embed_class=config.pos_embed == "learned_patches",
-        pos_embed="none" if config.pos_embed == "none" else "learn",
+        pos_embed="none" if config.pos_embed == "none" else "learn", init_values=config.init_values,
+        reg_tokens=config.reg_tokens, dynamic_img_size=config.dynamic_img_size,
     )
 
 

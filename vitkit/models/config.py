@@ -44,6 +44,17 @@ class ViTConfig(TransformerConfig):
     attention_axis: AttentionAxis = "tokens"
     """``batch`` reproduces the blog's defect: attention across the images of a batch instead of across the
     tokens of each image (``nn.MultiheadAttention`` without ``batch_first``). Never use it for real work."""
+    init_values: float | None = None
+    """Layer scale (Touvron et al. 2021, CaiT; used by DeiT-3, DINOv2, EVA): a learned per-channel factor on each
+    block's attention and MLP branch, starting at this value (e.g. 1e-5). None: no layer scale."""
+    reg_tokens: int = 0
+    """Register tokens (Darcet et al. 2023, "Vision Transformers Need Registers"; DINOv2-reg): learned tokens
+    after [CLS] that no output reads. The position embedding covers them only with ``pos_embed='learned'``
+    (timm: registers get no position with ``no_embed_class``, vitkit's ``learned_patches``)."""
+    dynamic_img_size: bool = False
+    """Accept images of any size divisible by the patch (timm's ``dynamic_img_size``): the position embedding is
+    resampled to the input's grid in the forward pass (bicubic, as timm), once per size. Off, an input of
+    another size than ``image_size`` is an error: it usually means the preprocessing is wrong."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
@@ -68,6 +79,10 @@ class ViTConfig(TransformerConfig):
         patch = self.patch_size[0]
         if self.stem == "conv" and (self.patch_size[0] != self.patch_size[1] or patch < 2 or patch & (patch - 1)):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")
+        if self.init_values is not None and not self.init_values > 0:
+            raise ConfigError(f"init_values (layer scale) must be positive or None, got {self.init_values}")
+        if self.reg_tokens < 0:
+            raise ConfigError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
 

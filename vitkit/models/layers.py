@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..interop.resample import resample_pos_embed
+
 
 class PatchEmbed(nn.Module):
     """Cut an image into non-overlapping patches and project each to ``dim``: [B, C, H, W] -> [B, N, dim].
@@ -61,34 +63,75 @@ class ConvStem(nn.Module):
 
 
 class ClassToken(nn.Module):
-    """Prepend a learned [CLS] token to the sequence: [B, N, D] -> [B, N + 1, D]."""
+    """Prepend ``count`` learned tokens to the sequence: [B, N, D] -> [B, N + count, D]. One is the [CLS] token;
+    several are register tokens (Darcet et al. 2023, "Vision Transformers Need Registers"): extra tokens that
+    no output reads, where attention parks the global information it would otherwise store in patch tokens."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, count: int = 1, label: str = "[CLS] token") -> None:
         super().__init__()
-        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.token = nn.Parameter(torch.zeros(1, count, dim))
+        self.label = label
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
 
+    def stage_label(self) -> str:
+        return self.label
+
 
 class PositionEmbedding(nn.Module):
-    """Add a position embedding of shape [1, L, D]: learned (a parameter) or fixed (a buffer)."""
+    """Add a position embedding of shape [1, L, D]: learned (a parameter) or fixed (a buffer: the 2-D sine-cosine
+    table of :func:`sincos_2d`).
 
-    def __init__(self, length: int, dim: int, fixed: torch.Tensor | None = None) -> None:
+    ``grid`` and ``prefix_tokens`` give its layout: ``prefix_tokens`` positions without a place on the image
+    ([CLS], registers), then a ``grid`` of patches. ``forward(tokens, grid)`` with another grid (run-time input
+    sizes, timm's ``dynamic_img_size``) adds a learned table resampled to it as timm does (bicubic,
+    antialiased: :func:`~vitkit.interop.resample.resample_pos_embed`), or a fixed sine-cosine table computed
+    for it. Each grid's table is computed once and reused while the weights do not change; the configured grid
+    uses the table itself, untouched.
+    """
+
+    def __init__(self, length: int, dim: int, fixed: torch.Tensor | None = None,
+                 grid: tuple[int, int] | None = None, prefix_tokens: int = 0) -> None:
         super().__init__()
         if fixed is None:
             self.weight = nn.Parameter(torch.zeros(1, length, dim))
         else:
             # Not saved in checkpoints: it is a function of the grid, recomputed at any resolution.
             self.register_buffer("weight", fixed.reshape(1, length, dim), persistent=False)
+        self.fixed = fixed is not None
+        self.grid = grid
+        self.prefix_tokens = prefix_tokens
+        self._tables: dict[tuple, torch.Tensor] = {}
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] != self.weight.shape[1]:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        weight = self.weight if grid is None or grid == self.grid else self.table(grid)
+        if tokens.shape[1] != weight.shape[1]:
             raise ValueError(
-                f"got {tokens.shape[1]} tokens but the position embedding has {self.weight.shape[1]}; "
-                "the input size must match the model's image_size"
+                f"got {tokens.shape[1]} tokens but the position embedding has {weight.shape[1]}; "
+                "the input size must match the model's image_size (or set dynamic_img_size=True)"
             )
-        return tokens + self.weight
+        return tokens + weight
+
+    def table(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The [1, prefix + grid_h * grid_w, D] table for ``grid``; cached unless gradients must reach the
+        learned one (training it)."""
+        if self.grid is None:
+            raise ValueError("this position embedding has no grid layout; it runs at its own size only")
+        if needs_grad(self.weight):
+            return self._compute(grid)
+        weight = self.weight
+        key = (grid, weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if key not in self._tables:
+            self._tables = {k: v for k, v in self._tables.items() if k[1:] == key[1:]}  # drop stale weights' tables
+            self._tables[key] = self._compute(grid)
+        return self._tables[key]
+
+    def _compute(self, grid: tuple[int, int]) -> torch.Tensor:
+        if self.fixed:
+            table = sincos_2d(grid, self.weight.shape[-1])
+            return table.to(self.weight.device, self.weight.dtype).unsqueeze(0)
+        return resample_pos_embed(self.weight, grid, self.grid, self.prefix_tokens)
 
 
 def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -193,6 +236,19 @@ def add_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return x + branch if needs_grad(branch) or needs_grad(x) else branch.add_(x)
 
 
+class LayerScale(nn.Module):
+    """Layer scale (Touvron et al. 2021, "Going deeper with image transformers", CaiT): a learned per-channel
+    factor ``gamma`` on a residual branch, starting small (``init_values``) so deep models train stably."""
+
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In place when no gradient is kept (``x`` is a branch's fresh output).
+        return x * self.gamma if needs_grad(x) or needs_grad(self.gamma) else x.mul_(self.gamma)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop a residual branch for whole samples, scaling the kept ones by 1 / (1 - p)."""
 
@@ -216,19 +272,22 @@ class Block(nn.Module):
 
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
     ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
+    ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``).
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
-        attention: type[Attention] = Attention,
+        attention: type[Attention] = Attention, init_values: float | None = None,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, hidden_dim, dropout)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
@@ -238,10 +297,10 @@ class Block(nn.Module):
         the attention runs on the first ``queries`` tokens alone."""
         kept = x if queries is None else x[:, :queries]
         if self.pre_norm:
-            x = add_residual(kept, self.drop_path(self.attn(self.norm1(x), queries)))
-            return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
-        x = self.norm1(add_residual(kept, self.drop_path(self.attn(x, queries))))
-        return self.norm2(add_residual(x, self.drop_path(self.mlp(x))))
+            x = add_residual(kept, self.drop_path(self.ls1(self.attn(self.norm1(x), queries))))
+            return add_residual(x, self.drop_path(self.ls2(self.mlp(self.norm2(x)))))
+        x = self.norm1(add_residual(kept, self.drop_path(self.ls1(self.attn(x, queries)))))
+        return self.norm2(add_residual(x, self.drop_path(self.ls2(self.mlp(x)))))
 
 
 def readout_queries(blocks: nn.Sequential, prefix_tokens: int, pool: str) -> int | None:

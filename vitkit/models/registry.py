@@ -159,6 +159,28 @@ def _register_vits() -> None:
 _register_vits()
 
 
+def _register_layer_scale_vits() -> None:
+    # DeiT-3 (Touvron et al. 2022, "DeiT III"): layer scale, no position for [CLS] (timm's no_embed_class).
+    for size in ("s", "b"):
+        dim, depth, heads = VIT_SIZES[size]
+        config = ViTConfig(patch_size=16, dim=dim, depth=depth, heads=heads, pos_embed="learned_patches",
+                           init_values=1e-6)
+        register(f"deit3_{size}16", config, VisionTransformer,
+                 f"DeiT-3 {_SIZE_NAMES[size]}/16 at 224 px: layer scale, no position for [CLS] (as timm)")
+        timm = f"deit3_{_SIZE_NAMES[size].lower()}_patch16"
+        _ALIASES[f"{timm}_224"] = (f"deit3_{size}16", {})
+        _ALIASES[f"{timm}_384"] = (f"deit3_{size}16", {"image_size": 384})
+    # DINOv2 with 4 registers (Darcet et al. 2023) at its 518 px; only the patches have positions.
+    dim, depth, heads = VIT_SIZES["s"]
+    register("dinov2_s14_reg", ViTConfig(image_size=518, patch_size=14, dim=dim, depth=depth, heads=heads,
+                                         pos_embed="learned_patches", init_values=1e-5, reg_tokens=4),
+             VisionTransformer, "DINOv2 Small/14 with 4 registers at 518 px: layer scale, registers (as timm)")
+    _ALIASES["vit_small_patch14_reg4_dinov2"] = ("dinov2_s14_reg", {})
+
+
+_register_layer_scale_vits()
+
+
 def _register_vivits() -> None:
     # The paper's ViViT-{B,L}/16x2 (Arnab et al. 2021): 32 frames at 224 px, 2x16x16 tubelets; Model 2 adds a
     # 4-block temporal encoder. Ti and S use DeiT's widths.

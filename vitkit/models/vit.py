@@ -2,14 +2,18 @@
 
     image [B, C, H, W]
       -> patch_embed      [B, N, D]       N = (H / patch) * (W / patch)
-      -> cls_token        [B, N + 1, D]   (if class_token)
-      -> pos_embed        same shape      (the blog adds it *before* cls_token, to the patches only)
+      -> reg_token        [B, R + N, D]   (if reg_tokens: R registers)
+      -> cls_token        [B, 1 + R + N, D] (if class_token)
+      -> pos_embed        same shape      (the blog, DeiT-3 and DINOv2 add it *before* the prefix tokens, to
+                                          the patches only; any input size with dynamic_img_size)
       -> blocks           same shape      depth x (attention + MLP)
       -> norm, pool       [B, D]          [CLS] token or mean of patch tokens
       -> head             [B, num_classes]
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -43,22 +47,25 @@ class Pool(nn.Module):
 
 class VisionTransformer(TransformerModel):
     """A ViT built from a :class:`ViTConfig`. ``forward(images)`` returns logits, or features if
-    ``num_classes == 0``."""
+    ``num_classes == 0``; :meth:`forward_intermediates` returns the patch-token maps of chosen blocks."""
 
     input_name = "images"
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.num_prefix_tokens = int(c.class_token)
+        self.num_prefix_tokens = int(c.class_token) + c.reg_tokens
+        """Tokens before the patches: [CLS], then the registers."""
         self.patch_embed = (ConvStem if c.stem == "conv" else PatchEmbed)(c.patch_size, c.in_channels, c.dim)
         self.cls_token = ClassToken(c.dim) if c.class_token else None
+        self.reg_token = ClassToken(c.dim, c.reg_tokens, "register tokens") if c.reg_tokens else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
         attention = BatchAxisAttention if c.attention_axis == "batch" else Attention
         self.blocks = block_stack(lambda rate: Block(
             c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
             drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps, attention=attention,
+            init_values=c.init_values,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
@@ -74,28 +81,36 @@ class VisionTransformer(TransformerModel):
         if c.pos_embed == "none":
             return None
         if c.pos_embed == "sincos2d":
-            return PositionEmbedding(c.num_patches, c.dim, fixed=sincos_2d(c.grid_size, c.dim))
-        with_cls = c.pos_embed == "learned" and c.class_token
-        return PositionEmbedding(c.num_patches + int(with_cls), c.dim)
+            return PositionEmbedding(c.num_patches, c.dim, fixed=sincos_2d(c.grid_size, c.dim), grid=c.grid_size)
+        prefix = pos_embed_prefix(c)
+        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix)
 
     @property
     def embed_order(self) -> tuple[str, ...]:
-        """The order in which the [CLS] token and the position embedding are applied after patch embedding."""
-        pos_covers_cls = self.config.pos_embed == "learned" and self.cls_token is not None
-        order = ("cls_token", "pos_embed") if pos_covers_cls else ("pos_embed", "cls_token")
+        """The order in which the prefix tokens (registers, then [CLS] in front of them) and the position
+        embedding are applied after patch embedding."""
+        if pos_embed_prefix(self.config):
+            order = ("reg_token", "cls_token", "pos_embed")
+        else:
+            order = ("pos_embed", "reg_token", "cls_token")
         return tuple(name for name in order if getattr(self, name) is not None)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder output tokens, [B, prefix + N, D]."""
-        return self._encode(images, queries=None)
+        return self._final_norm(self.run_stack(self.blocks, self._embed(images)))
 
-    def _encode(self, images: torch.Tensor, queries: int | None) -> torch.Tensor:
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images -> the tokens the first block reads, [B, prefix + N, D]."""
         self.check_input(images)
+        grid = self.token_grid(images) if self.config.dynamic_img_size else None
         x = self.patch_embed(images)
         for name in self.embed_order:
-            x = getattr(self, name)(x)
-        x = self.run_stack(self.blocks, self.pos_drop(x), queries)
-        return self.norm(x) if self.config.pool == "cls" else x
+            x = self.pos_embed(x, grid) if name == "pos_embed" else getattr(self, name)(x)
+        return self.pos_drop(x)
+
+    def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final norm of every token ([CLS] models; mean-pooling ones norm the pooled vector, as timm)."""
+        return self.norm(tokens) if self.config.pool == "cls" else tokens
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pool the encoder tokens and classify: [B, prefix + N, D] -> [B, num_classes]."""
@@ -105,6 +120,70 @@ class VisionTransformer(TransformerModel):
         return self.head(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        queries = readout_queries(self.blocks, self.num_prefix_tokens, self.config.pool) if self.prune_readout else None
-        return self.forward_head(self._encode(images, queries))
+        c = self.config
+        queries = readout_queries(self.blocks, int(c.class_token), c.pool) if self.prune_readout else None
+        return self.forward_head(self._final_norm(self.run_stack(self.blocks, self._embed(images), queries)))
 
+    def token_grid(self, images: torch.Tensor) -> tuple[int, int]:
+        """The patch grid of ``images``: (H / patch, W / patch)."""
+        return (images.shape[-2] // self.config.patch_size[0], images.shape[-1] // self.config.patch_size[1])
+
+    def check_input(self, images: torch.Tensor) -> None:
+        """With ``dynamic_img_size``: any [B, C, H, W] with H and W multiples of the patch; else the config's size."""
+        c = self.config
+        if not c.dynamic_img_size:
+            return super().check_input(images)
+        sizes = tuple(images.shape[2:]) if images.ndim == 4 else ()
+        if images.ndim != 4 or images.shape[1] != c.in_channels or not all(
+                size > 0 and size % patch == 0 for size, patch in zip(sizes, c.patch_size)):
+            got = "x".join(map(str, images.shape))
+            raise ValueError(f"expected images of shape Bx{c.in_channels}xHxW with H, W multiples of the patch "
+                             f"{c.patch_size[0]}x{c.patch_size[1]}, got {got}")
+
+    def forward_intermediates(
+        self, images: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+        output_fmt: str = "NCHW", intermediates_only: bool = False, stop_early: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """The patch tokens of chosen blocks, for dense heads (detection, segmentation); timm's interface.
+
+        ``indices``: the last n blocks (an int), or block indices (negative from the end); None: every block.
+        ``norm``: apply the final norm to them (the token norm of [CLS] models). ``output_fmt``: ``NCHW``
+        ([B, D, grid_h, grid_w] maps) or ``NLC`` ([B, grid_h * grid_w, D]); prefix tokens are dropped.
+        Returns ``(final tokens as forward_features gives them, maps)``, or only the maps with
+        ``intermediates_only`` (``stop_early`` then skips the blocks after the last one taken).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take = take_indices(len(self.blocks), indices)
+        last = max(take) if stop_early and intermediates_only else len(self.blocks) - 1
+        x = self._embed(images)
+        maps = []
+        for i in range(last + 1):
+            x = self.run_stack(self.blocks[i : i + 1], x)
+            if i in take:
+                maps.append((self._final_norm(x) if norm else x)[:, self.num_prefix_tokens :])
+        if output_fmt == "NCHW":
+            height, width = self.token_grid(images)
+            maps = [y.reshape(y.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous() for y in maps]
+        return maps if intermediates_only else (self._final_norm(x), maps)
+
+
+def pos_embed_prefix(config: ViTConfig) -> int:
+    """How many prefix tokens ([CLS], registers) the position embedding has places for: all of them with
+    ``pos_embed='learned'`` (timm's default), none otherwise (timm's ``no_embed_class``)."""
+    return int(config.class_token) + config.reg_tokens if config.pos_embed == "learned" else 0
+
+
+def take_indices(depth: int, indices: int | Sequence[int] | None) -> list[int]:
+    """Block indices from timm's ``indices``: an int n is the last n blocks, a sequence is taken as is (negative
+    counts from the end), None is every block. A one-line error for an index out of range."""
+    if indices is None:
+        indices = depth
+    if isinstance(indices, int):
+        if not 0 < indices <= depth:
+            raise ValueError(f"indices={indices} asks for the last {indices} blocks of {depth}; use 1 to {depth}")
+        return list(range(depth - indices, depth))
+    taken = [i + depth if i < 0 else i for i in indices]
+    if not taken or not all(0 <= i < depth for i in taken):
+        raise ValueError(f"block indices {list(indices)} are out of range for {depth} blocks (0 to {depth - 1})")
+    return taken
