@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from vitkit.data.decode import is_image_file
-from vitkit.explain import center_mass, explain, load_crop, preprocess_of, to_input
+from vitkit.explain import center_mass, explain, load_crop, to_input
+from vitkit.inference import default_preprocess
 from vitkit.models import build_model
 from vitkit.store import load_model
 
@@ -56,7 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model, meta = load_model(args.run)
-    prep = preprocess_of(model.config, meta)
+    prep = default_preprocess(model.config, meta)
     files = _files(Path(args.images), args.limit)
     torch.manual_seed(0)
     control = build_model(model.config).eval()

@@ -8,7 +8,7 @@ A random-init ViT-S/16 (224 px) is served by ``vitkit serve`` in a subprocess; a
 one after the other, each bounded by ``--requests`` and ``--seconds``:
 
 - ``vitkit predict``'s images/s: its own steps (``decode_files`` then ``predict_logits``, batch 64) in a fresh
-  process, model loaded beforehand (``--device`` too, which ``vitkit predict`` itself does not take yet);
+  process, model loaded beforehand on ``--device``;
 - the server (``--max-batch 32``) at 1, 8 and 32 concurrent clients: throughput, p50 and p99 latency;
 - the server with ``--max-batch 1`` (no batching) at 32 clients;
 - a bare single-image forward of the model (median, fresh process), against the server's p50 at 1 client.
@@ -60,11 +60,11 @@ def predict_images_per_s(run: Path, files: list[Path], device: str) -> float:
     """What ``vitkit predict RUN FILES`` does after loading the model (decode every file, then batches of 64),
     in a fresh process as the command runs; the model on ``device``."""
     from vitkit.data.images import decode_files
+    from vitkit.inference import open_model
     from vitkit.train.evaluate import predict_logits
-    from vitkit.train.loop import load_run
 
-    model, prep, names = load_run(run)
-    model.to(device)
+    opened = open_model(run, device)
+    model, prep, names = opened.model, opened.preprocess, opened.class_names
     predict_logits(model, decode_files(files[:8], [0] * 8, names, prep.short_side, desc=None), prep, desc=None)
     _sync(device)
     start = time.perf_counter()

@@ -107,6 +107,16 @@ def test_any_eval_predict_or_summary_command_line_ends_in_a_result_or_one_clear_
             argv += ["--batch", data.draw(st.sampled_from(TOKENS))]
     status, stderr = call_cli(argv)
     count(f"{command} command lines")
-    assert_clear(status, stderr, allowed=(0, 1, 2) if command == "predict" else (0, 2))
-    if command == "predict" and status == 1:  # every file was unusable: each one is named with its reason
-        assert "warning: skipped" in stderr
+    assert_clear(status, stderr, allowed=(0, 2))
+    if command == "predict" and "none of the" in stderr:  # every file was unusable: each is named with its reason
+        assert status == 2 and "warning: skipped" in stderr
+
+
+def test_predict_on_only_unreadable_files_is_bad_input_status_2(inputs, tmp_path) -> None:
+    broken = [tmp_path / "truncated.jpg", tmp_path / "empty.png"]
+    broken[0].write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)  # a JPEG header and nothing after it
+    broken[1].write_bytes(b"")
+    status, stderr = call_cli(["predict", str(inputs["model"]), *map(str, broken)])
+    assert status == 2, stderr
+    assert_clear(status, stderr)
+    assert all(path.name in stderr for path in broken) and "none of the 2 input files" in stderr

@@ -14,9 +14,10 @@ from PIL import Image
 from conftest import run_cli
 from vitkit.data.video import ClipSampler, decode_video
 from vitkit.explain import (
-    attention_maps, block_mixing, clip_preprocess, explain, factorised_steps, figure_size, load_clip, recording,
+    attention_maps, block_mixing, explain, factorised_steps, figure_size, load_clip, recording,
     rollout, timeline_size, token_shares,
 )
+from vitkit.inference import default_preprocess
 from vitkit.models.vivit import VideoVisionTransformer
 from vitkit.models.vivit_config import ViViTConfig
 from vitkit.store import save_model
@@ -264,7 +265,7 @@ def files(tmp_path_factory):
 
 
 def test_load_clip_cuts_the_clip_vitkit_eval_would(files) -> None:
-    prep = clip_preprocess(tiny("factorised_encoder", image_size=32).config, {"preprocess": PREPROCESS})
+    prep = default_preprocess(tiny("factorised_encoder", image_size=32).config, {"preprocess": PREPROCESS})
     frames, clip = load_clip(files / "square.avi", prep)
     video = decode_video(files / "square.avi", 36, 96)
     expected = ClipSampler(FRAMES, "uniform", 2, 32, (0.5,) * 3, (0.5,) * 3).clip(video, False, random.Random(0))

@@ -51,6 +51,13 @@ def test_no_module_imports_the_package_root() -> None:
     assert not offenders, f"these modules import the package root `vitkit`; import from the module instead: {offenders}"
 
 
+def test_explain_does_not_reach_into_training() -> None:
+    """Explaining a model needs no training code (models are opened by ``vitkit.open``, ``vitkit/inference``)."""
+    offenders = {name: [t for t in imports(name, module_level_only=False) if t.startswith("vitkit.train")]
+                 for name in MODULES if name.startswith("vitkit.explain")}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
 def test_module_level_imports_have_no_cycle() -> None:
     graph = {name: set(imports(name, module_level_only=True)) for name in MODULES}
     cycles = []

@@ -36,7 +36,7 @@ def reset_peak() -> int:
 def measure_here(candidate: Candidate, device: str = "cpu", steps: int = 2) -> int:
     """Peak bytes used by building ``candidate`` and running ``steps`` steps, in this process."""
     gc.collect()
-    if device == "cuda":
+    if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         step, _ = candidate.setup()
         for _ in range(steps):

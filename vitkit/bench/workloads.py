@@ -78,7 +78,7 @@ def _sync(result: torch.Tensor) -> None:
 
 def synchronized(step: Step, device: str) -> Step:
     """``step`` followed by a device synchronisation, so CUDA timings measure the work, not the launch."""
-    if device != "cuda":
+    if torch.device(device).type != "cuda":
         return step
 
     def run() -> None:

@@ -24,21 +24,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..bench import report, suite, worker
     from ..errors import VitkitError
+    from ..inference.device import resolve_device
 
+    args.device = str(resolve_device(args.device))
     if args.worker:  # one candidate of the run below, in a process of its own
         mode, name = args.worker
         worker.serve(suite.find(_group(args, mode), name))
         return 0
-    modes = args.modes.split(",") if args.modes else default_modes()
+    modes = args.modes.split(",") if args.modes else default_modes(args.device)
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise VitkitError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if "infer-int8" in modes and args.device != "cpu":
+        raise VitkitError("--modes infer-int8 runs on CPU only; drop it or use --device cpu")
     results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model,
                         "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
-                        "min_seconds_per_sample": args.min_seconds}, "groups": []}
+                        "min_seconds_per_sample": args.min_seconds, "device": args.device}, "groups": []}
     log = lambda line: print(line, flush=True)  # noqa: E731
     for mode in modes:
-        argv = ["-m", "vitkit", "bench", "--model", args.model, "--batch", str(args.batch), "--worker", mode]
+        argv = ["-m", "vitkit", "bench", "--model", args.model, "--batch", str(args.batch), "--device", args.device,
+                "--worker", mode]
         start = worker.starter(lambda name: [*argv, name])  # noqa: B023 (used at once)
         results["groups"].append(suite.run_group(_group(args, mode), args.rounds, args.min_seconds, log, start))
     paths = report.write_all(results, args.out)
@@ -64,22 +69,25 @@ def _group(args: argparse.Namespace, mode: str):
     shape = (config.in_channels, *config.image_size)
     classes = max(config.num_classes, 1)
     plain_mode = "infer-fp32" if mode == "infer-int8" else mode
+    device = args.device
     candidates = [
-        dataclasses.replace(vitkit_candidate("vitkit", build, mode, args.batch, shape, classes), heap=VITKIT_HEAP),
-        peer_candidate("plain pytorch", plain, plain_mode, args.batch, shape, classes),
+        dataclasses.replace(vitkit_candidate("vitkit", build, mode, args.batch, shape, classes, device),
+                            heap=VITKIT_HEAP),
+        peer_candidate("plain pytorch", plain, plain_mode, args.batch, shape, classes, device),
     ]
     return suite.Group(args.model, mode, args.batch, candidates, peers=["plain pytorch"], targets={"vitkit": 1.0},
-                       peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32)
+                       peak_dtype=torch.bfloat16 if mode.endswith("bf16") else torch.float32, device=device)
 
 
-def default_modes() -> list[str]:
-    """Every mode, less bf16 where this CPU only emulates it (5-10x slower than fp32: nothing to learn)."""
+def default_modes(device: str = "cpu") -> list[str]:
+    """Every mode, less bf16 where ``device`` only emulates it (5-10x slower than fp32: nothing to learn) and
+    int8 off the CPU (int8 Linear layers are CPU kernels)."""
     from ..fast import bf16_is_native
 
-    native = bf16_is_native("cpu")
+    native = bf16_is_native(device)
     if not native:
-        print("vitkit bench: this CPU has no native bf16, so the bf16 modes are left out (ask with --modes)")
-    return [m for m in MODES if native or not m.endswith("bf16")]
+        print(f"vitkit bench: {device} has no native bf16, so the bf16 modes are left out (ask with --modes)")
+    return [m for m in MODES if (native or not m.endswith("bf16")) and (device == "cpu" or m != "infer-int8")]
 
 
 def _without_shortcuts(model):
@@ -90,6 +98,8 @@ def _without_shortcuts(model):
 
 
 def register(add) -> None:
+    from ..inference.device import DEVICE_HELP
+
     bench = add("bench", cmd_bench, "measure vitkit's fast paths against plain PyTorch, interleaved (images/s, MFU)",
                 ["vitkit bench", "vitkit bench --model vit_s16 --modes infer-fp32,infer-int8 --batch 64"])
     bench.add_argument("--model", default="vit_ti16", help="a registered model name (default vit_ti16)")
@@ -99,4 +109,5 @@ def register(add) -> None:
     bench.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default 5)")
     bench.add_argument("--min-seconds", type=float, default=1.0, help="minimum seconds per sample (default 1)")
     bench.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json/.md/.png (default runs/bench)")
+    bench.add_argument("--device", default="auto", help=DEVICE_HELP)
     bench.add_argument("--worker", nargs=2, metavar=("MODE", "NAME"), help=argparse.SUPPRESS)

@@ -14,17 +14,18 @@ MAX_COLUMNS = 7  # 12 heads + the input make two rows
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ..explain import explain, figure_size, load_crop, preprocess_of, save_figure, to_input
+    from ..explain import explain, figure_size, load_crop, save_figure, to_input
+    from ..inference import open_model
 
-    model, meta = load_source(args.source)
-    config = model.config
-    if hasattr(config, "num_frames"):  # a video model (ViViT)
-        return _explain_video(args, model, meta)
-    prep = preprocess_of(config, meta)
+    opened = open_model(args.source, args.device)
+    model, config = opened.model, opened.model.config
+    if opened.is_video:  # a video model (ViViT)
+        return _explain_video(args, opened)
+    prep = opened.preprocess
     crop = load_crop(args.image, prep)
-    images = to_input(crop, prep)
-    target = _class_index(args.target, meta.get("class_names")) if args.target is not None else None
-    result = explain(model, images, args.method, layer=args.layer, head=args.head, target=target)
+    images = to_input(crop, prep).to(opened.device)
+    target = _class_index(args.target, _named_classes(opened)) if args.target is not None else None
+    result = _on_cpu(explain(model, images, args.method, layer=args.layer, head=args.head, target=target))
     if getattr(config, "attention_axis", "tokens") == "batch":
         print("note: this model attends across the batch, so within one image no patch reaches the classifier "
               "token: its maps are flat (see docs/explain.md)", file=sys.stderr)
@@ -34,25 +35,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
     path = out / f"{Path(args.image).stem}.{_suffix(args, config)}.png"
     refuse_existing([path], overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    title = _title(result, meta, args.method)
+    title = _title(result, _named_classes(opened), args.method)
     save_figure(path, panels, captions, title, columns=columns)
     width, height = figure_size(panels[0].shape[:2], len(panels), columns)
     print(f"{path} ({width}x{height}): {title}")
     return 0
 
 
-def _explain_video(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -> int:
+def _explain_video(args: argparse.Namespace, opened: Any) -> int:
     """The central clip of the video file, as ``vitkit eval`` cuts it: a GIF frame by frame, and the timeline."""
-    from ..explain import (
-        clip_figures, clip_preprocess, explain, figure_size, load_clip, save_gif, save_timeline, timeline_size,
-    )
+    from ..errors import VitkitError
+    from ..explain import clip_figures, explain, figure_size, load_clip, save_gif, save_timeline, timeline_size
     from ..explain.overlay import enlarge
 
-    frames, clips = load_clip(args.image, clip_preprocess(model.config, meta))
-    target = _class_index(args.target, meta.get("class_names")) if args.target is not None else None
-    result = explain(model, clips, args.method, layer=args.layer, head=args.head, target=target)
+    model = opened.model
+    if model.config.in_channels != 3:
+        raise VitkitError(f"explain reads RGB video, but this model takes {model.config.in_channels} channels")
+    frames, clips = load_clip(args.image, opened.preprocess)
+    target = _class_index(args.target, _named_classes(opened)) if args.target is not None else None
+    result = _on_cpu(explain(model, clips.to(opened.device), args.method, layer=args.layer, head=args.head,
+                             target=target))
     heat = result.heat[0].numpy()
-    title = _title(result, meta, args.method)
+    title = _title(result, _named_classes(opened), args.method)
     out = Path(args.out)
     stem = f"{Path(args.image).stem}.{_suffix(args, model.config)}"
     refuse_existing([out / f"{stem}.gif", out / f"{stem}.timeline.png"], overwrite=args.overwrite)
@@ -68,6 +72,22 @@ def _explain_video(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -
     return 0
 
 
+def _named_classes(opened: Any) -> list[str]:
+    """The class names the source itself gives (titles say ``class 3`` for a class without a name)."""
+    return list(opened.meta.get("class_names") or [])
+
+
+def _on_cpu(result: Any) -> Any:
+    """An ``Explanation`` with its tensors on the CPU (to draw)."""
+    import dataclasses
+
+    import torch
+
+    moved = {f.name: getattr(result, f.name).detach().cpu() for f in dataclasses.fields(result)
+             if isinstance(getattr(result, f.name), torch.Tensor)}
+    return dataclasses.replace(result, **moved)
+
+
 def _panels(crop, result) -> tuple[list, list[str]]:
     """The input crop, then one overlay per map; a map with no contrast is captioned as flat."""
     from ..explain.overlay import enlarge, is_flat, overlay
@@ -78,33 +98,6 @@ def _panels(crop, result) -> tuple[list, list[str]]:
     return [crop] + [overlay(crop, heat) for heat in heats], ["input"] + captions
 
 
-def load_source(source: str) -> tuple[Any, dict[str, Any]]:
-    """A model to explain and its config.json: a model name (random weights, for a quick look), a vitkit model
-    folder, or anything ``vitkit.load`` reads (timm / Hugging Face / torchvision / JAX files and folders)."""
-    from ..interop.load import load
-    from ..models import create_model, list_models
-    from ..store import load_model
-
-    if source in list_models():
-        print(f"note: {source} is a model name, so its weights are random; pass a trained model folder to see "
-              "what a trained model looks at", file=sys.stderr)
-        return create_model(source).eval(), {}
-    if _is_vitkit_folder(Path(source)):
-        return load_model(source)
-    model = load(source)
-    return model, {"class_names": (model.config.extra.get("source") or {}).get("class_names")}
-
-
-def _is_vitkit_folder(path: Path) -> bool:
-    """A folder whose config.json is vitkit's (a Hugging Face folder also has a config.json)."""
-    import json
-
-    try:
-        return json.loads((path / "config.json").read_text()).get("format") == "vitkit"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _class_index(target: str, class_names: list[str] | None) -> int:
     """``--target`` as a class index: a class name from the model's config.json, or a number."""
     from ..errors import VitkitError
@@ -113,15 +106,16 @@ def _class_index(target: str, class_names: list[str] | None) -> int:
         return class_names.index(target)
     if target.isdigit():
         return int(target)
-    known = f"one of {', '.join(class_names)} or " if class_names else ""
+    shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+    known = f"one of {shown} or " if class_names else ""
     raise VitkitError(f"--target {target!r} is not a class of this model; use {known}a class index")
 
 
-def _title(result, meta: dict[str, Any], method: str) -> str:
+def _title(result, class_names: list[str], method: str) -> str:
     """``rollout: predicted dog (p = 0.93)``, plus the explained class when it is not the predicted one."""
     if result.probabilities.numel() == 0:
         return f"{method}: the model has no classification head"
-    names = meta.get("class_names") or []
+    names = class_names
     name = lambda index: names[index] if index < len(names) else f"class {index}"  # noqa: E731
     predicted = int(result.probabilities[0].argmax())
     title = f"{method}: predicted {name(predicted)} (p = {result.probabilities[0, predicted]:.1%})"
@@ -140,6 +134,8 @@ def _suffix(args: argparse.Namespace, config: Any) -> str:
 
 
 def register(add) -> None:
+    from ..inference.device import DEVICE_HELP
+
     explain = add("explain", cmd_explain,
                   "draw what a model looks at on an image or video: per-head attention, attention rollout, "
                   "grad-rollout",
@@ -162,3 +158,4 @@ def register(add) -> None:
     explain.add_argument("--out", default="explain", metavar="DIR",
                          help="folder for the PNGs and GIFs (default ./explain)")
     explain.add_argument("--overwrite", action="store_true", help="replace figures of the same name in --out")
+    explain.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -30,14 +30,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..inference import open_model
     from ..interop.export import check_batches, export_onnx, export_pt2
-    from ..interop.load import load
     from ..outputs import refuse_existing
 
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / f"model{FORMATS[args.format]}"
     refuse_existing([out], overwrite=args.overwrite)
-    model = load(args.run)
+    model = open_model(args.run, "cpu").model
     if args.format == "onnx":
         diff = export_onnx(model, out, dynamic_batch=args.dynamic_batch, opset=args.opset)
     else:

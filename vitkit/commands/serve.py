@@ -56,6 +56,8 @@ def _positive(text: str) -> float:
 
 
 def register(add) -> None:
+    from ..inference.device import DEVICE_HELP
+
     serve = add("serve", cmd_serve, "serve a model: a web page and an HTTP JSON API, with dynamic batching",
                 ["vitkit serve runs/pets                     # http://127.0.0.1:8000",
                  "vitkit serve runs/pets --int8 --max-batch 16",
@@ -67,7 +69,7 @@ def register(add) -> None:
     serve.add_argument("--max-batch", type=positive_int, default=32, help="most inputs per model call")
     serve.add_argument("--max-wait-ms", type=_non_negative, default=5.0,
                        help="longest a batch waits for requests still being decoded")
-    serve.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
+    serve.add_argument("--device", default="auto", help=DEVICE_HELP)
     serve.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
     serve.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                        help="decode threads (default: up to 4)")

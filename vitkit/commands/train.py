@@ -154,20 +154,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import VitkitError
     from ..outputs import refuse_existing
     from ..train import report
-    from ..train.evaluate import evaluate
-
-    from ..train.evaluate import evaluate_clips
-    from ..train.tasks import VideoPreprocess
-
     from ..data.datasets import EMBEDDED
+    from ..train.evaluate import evaluate, evaluate_clips
     from ..train.feed import resolve_workers
     from ..train.stream_tasks import StreamedEvalSet
 
     _tune_heap(args.heap)
-    model, prep, class_names = _load_for_inference(args)
+    opened = _open_for_inference(args)
+    model, prep, class_names, video = opened.model, opened.preprocess, opened.class_names, opened.is_video
     out = Path(args.out or Path(args.run) / "eval")
     refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
-    video = isinstance(prep, VideoPreprocess)
     streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
     val = prep.eval_set(args.data) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
         else _eval_set(args.data, prep.short_side)
@@ -213,33 +209,24 @@ def _eval_set(data: str, short_side: int):
     return EMBEDDED[data].load(short_side)[1]
 
 
-def _load_for_inference(args: argparse.Namespace):
-    """The run's model, with token merging (``--merge``) and int8 quantisation (``--int8``) when asked."""
-    from ..train.loop import load_run
+def _open_for_inference(args: argparse.Namespace):
+    """``vitkit.open`` of the command's model on ``--device``, with ``--merge`` and ``--int8`` when asked."""
+    from ..inference import open_model
 
-    model, prep, class_names = load_run(args.run)
-    if args.merge:
-        from ..fast.merge import use_token_merging
-
-        use_token_merging(model, args.merge)
-    if args.int8:
-        from ..fast import quantize_int8
-
-        model = quantize_int8(model)
-    return model, prep, class_names
+    return open_model(args.run, args.device, int8=args.int8, merge=args.merge)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """``vitkit predict``: :meth:`vitkit.inference.Classifier.files` with a printer (table, JSON or CSV)."""
     from ..data.decode import is_image_file
     from ..data.video import is_video_file
     from ..errors import VitkitError
+    from ..inference import Classifier
     from ..train import report
-    from ..train.evaluate import predict_clip_logits, top_k
-    from ..train.tasks import VideoPreprocess
 
     _tune_heap(args.heap)
-    model, prep, class_names = _load_for_inference(args)
-    video = isinstance(prep, VideoPreprocess)
+    classifier = Classifier(_open_for_inference(args), top_k=args.top_k, batch_size=64, views=_views(args.views))
+    video = classifier.opened.is_video
     wanted = is_video_file if video else is_image_file
     files: list[Path] = []
     for item in map(Path, args.inputs):
@@ -251,24 +238,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise VitkitError(f"{item} does not exist")
     if not files:
         raise VitkitError(f"no {'video' if video else 'image'} files in {', '.join(args.inputs)}")
-    if video:
-        data = prep.files(files, class_names)
-        batches = iter([(data.paths, predict_clip_logits(model, data, views=_views(args.views), desc=None),
-                         data.skipped)])
-    else:  # one batch of images at a time, decoded in worker processes, printed as it is ready
-        from ..train.feed import resolve_workers
-        from ..train.stream_tasks import predict_files
-
-        batches = predict_files(model, files, prep, resolve_workers(args.workers))
     writer = csv.writer(sys.stdout) if args.format == "csv" else None
     if writer is not None:
         writer.writerow(["file", "rank", "class", "probability"])
     rows, skipped, count = [], [], 0
-    for paths, logits, bad in batches:
+    for paths, probabilities, bad in classifier.files(files, args.workers):
         skipped += bad
-        for path, preds in zip(paths, top_k(logits, class_names, args.top_k)):
+        for path, ranked in zip(paths, classifier.rank(probabilities, args.top_k)):
             count += 1
-            row = {"file": str(path), "predictions": [{"class": c, "probability": round(p, 6)} for c, p in preds]}
+            row = {"file": str(path),
+                   "predictions": [{"class": r["label"], "probability": round(r["score"], 6)} for r in ranked]}
             if args.format == "json":
                 rows.append(row)  # one small dict per file; JSON is printed as one document at the end
             elif writer is not None:
@@ -281,7 +260,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     if skipped:
         print(report.skipped_warning(skipped), file=sys.stderr)
-    return 0 if count else 1
+    if not count:  # bad input, not a bug: status 2 like every other input error
+        print(f"error: none of the {len(skipped)} input files could be read (each is named above): "
+              "fix or replace them", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _default_text(option: str) -> str:
@@ -305,6 +288,7 @@ def _default_text(option: str) -> str:
 
 def register(add) -> None:
     from ..fast.allocator import HEAP_GOALS
+    from ..inference.device import DEVICE_HELP
 
     heap_help = ("glibc heap: speed keeps freed tensors for reuse, memory returns them at once, system leaves "
                  "glibc's defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
@@ -350,6 +334,7 @@ def register(add) -> None:
     evaluate.add_argument("--views", default="2x3", metavar="CLIPSxCROPS",
                           help="video models: views per video, averaged")
     evaluate.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--workers", type=int, default=None,
                           help="image decoding worker processes (default: the cores less one, at most 16)")
 
@@ -365,5 +350,6 @@ def register(add) -> None:
                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
     predict.add_argument("--views", default="2x3", metavar="CLIPSxCROPS", help="video models: views per video, averaged")
     predict.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.add_argument("--workers", type=int, default=None,
                          help="image decoding worker processes (default: the cores less one, at most 16)")

@@ -10,37 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.video import BadVideo, ClipSampler, decode_video, min_frames
 from ..data.video_folder import MAX_FRAMES
+from ..data.video_preprocess import VideoPreprocess
 from ..errors import VitkitError
-from .image import DEFAULT_CROP
-
-def clip_preprocess(config: Any, meta: dict[str, Any]) -> Any:
-    """How a video model wants its clips (a ``VideoPreprocess``): its config.json ``preprocess`` (written by
-    ``vitkit train --task video``), else the model's frames and size with the training defaults."""
-    from ..train.tasks import VideoPreprocess, video_preprocess
-
-    height, width = config.image_size
-    if height != width:
-        raise VitkitError(f"explain cuts square clips, but this model takes {height}x{width} frames")
-    if config.in_channels != 3:
-        raise VitkitError(f"explain reads RGB video, but this model takes {config.in_channels} channels")
-    saved = meta.get("preprocess") or {}
-    if saved.get("task") != "video":
-        saved = video_preprocess(ClipSampler(config.num_frames, size=height), round(height / DEFAULT_CROP))
-    prep = VideoPreprocess.from_dict(saved)
-    if (prep.sampler.num_frames, prep.sampler.size) != (config.num_frames, height):
-        raise VitkitError(f"config.json's preprocess cuts clips of {prep.sampler.num_frames} frames x "
-                          f"{prep.sampler.size} px, but the model takes {config.num_frames} x {height}")
-    return prep
 
 
-def load_clip(path: str | Path, prep: Any) -> tuple[np.ndarray, torch.Tensor]:
+def load_clip(path: str | Path, prep: VideoPreprocess) -> tuple[np.ndarray, torch.Tensor]:
     """Decode ``path`` and cut the model's view of it: the frames uint8 [T, S, S, 3] and the normalised batch
     of one [1, 3, T, S, S]."""
     path = Path(path)

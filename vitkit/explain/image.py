@@ -8,7 +8,6 @@ The same steps as ``vitkit predict`` (``vitkit.data``): fit the shorter side to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,20 +17,6 @@ from ..data.decode import BadImage
 from ..data.images import load_for_model
 from ..data.pipeline import Preprocess
 from ..errors import VitkitError
-
-DEFAULT_CROP = 0.875  # the image is resized to size / 0.875 and its centre cropped, as in timm's eval
-DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the original ViT weights' normalisation
-DEFAULT_STD = (0.5, 0.5, 0.5)
-
-
-def preprocess_of(config: Any, meta: dict[str, Any]) -> Preprocess:
-    """How a model wants its images: from its config.json ``preprocess``, else timm's defaults for its size."""
-    if meta.get("preprocess"):
-        return Preprocess.from_dict(meta["preprocess"])
-    height, width = config.image_size
-    if height != width:
-        raise VitkitError(f"explain crops square images, but this model takes {height}x{width}")
-    return Preprocess(height, round(height / DEFAULT_CROP), DEFAULT_MEAN, DEFAULT_STD)
 
 
 def load_crop(path: str | Path, prep: Preprocess) -> np.ndarray:

@@ -21,7 +21,7 @@ import base64
 import dataclasses
 import io
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,6 @@ from ..data.images import load_for_model
 from ..data.pipeline import Preprocess, eval_batch
 from ..data.video import VIDEO_EXTENSIONS, BadVideo, decode_video
 from ..data.video_folder import MAX_FRAMES
-from ..errors import VitkitError
 from ..explain.maps import explain
 from ..explain.overlay import enlarge, normalise, overlay
 from ..explain.video_figures import blend
@@ -76,19 +75,17 @@ class Output:
 
 
 class Engine:
-    """A loaded model and its preprocessing; ``source`` is a vitkit model folder (a run) or anything
-    ``vitkit.load`` reads."""
+    """A loaded model and its preprocessing; ``source`` is anything ``vitkit.open`` opens (a run, a model folder,
+    a checkpoint ``vitkit.load`` reads)."""
 
     def __init__(self, source: str, *, int8: bool = False, views: tuple[int, int] = (2, 3),
-                 device: str = "cpu") -> None:
-        self.device = _device(device, int8)
-        self.model, self.prep, self.class_names, self.name = _load(source)
-        if int8:
-            from ..fast import quantize_int8
+                 device: str = "auto") -> None:
+        from ..inference import open_model
 
-            self.model = quantize_int8(self.model)
-        self.model.to(self.device).eval()
-        self.kind = "video" if hasattr(self.model.config, "num_frames") else "image"
+        opened = open_model(source, device, int8=int8)
+        self.model, self.prep, self.class_names, self.name = opened.model, opened.preprocess, opened.class_names, \
+            opened.name
+        self.device, self.kind = opened.device, opened.kind
         self.views, self.int8 = views, int8
 
     def describe(self) -> dict[str, Any]:
@@ -267,43 +264,3 @@ def _declared(name: str, content_type: str | None) -> str:
 
 def _a(kind: str) -> str:
     return "an image" if kind == "image" else "a video"
-
-
-def _device(name: str, int8: bool) -> torch.device:
-    """``--device`` checked before the model is loaded."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VitkitError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VitkitError(f"--device {name}: this machine (or this torch build) has no CUDA GPU; use --device cpu")
-    if int8 and device.type != "cpu":
-        raise VitkitError("--int8 runs on CPU only; drop --int8 or use --device cpu")
-    return device
-
-
-def _load(source: str) -> tuple[torch.nn.Module, Any, list[str], str]:
-    """(model, preprocessing, class names, display name) of a vitkit model folder or any ``vitkit.load`` source."""
-    from ..store import read_config
-
-    if Path(source, "config.json").is_file():
-        try:
-            meta = read_config(source)
-        except VitkitError:
-            meta = None
-        if meta is not None:
-            from ..train.loop import load_run
-
-            model, prep, names = load_run(source)
-            trained = (meta.get("train") or {}).get("model")
-            return model, prep, names, f"{Path(source).resolve().name}" + (f" ({trained})" if trained else "")
-    from ..explain.clip import clip_preprocess
-    from ..explain.image import preprocess_of
-    from ..interop.load import load
-
-    model = load(source)
-    info = model.config.extra.get("source") or {}
-    names = info.get("class_names") or [str(i) for i in range(model.config.num_classes)]
-    video = hasattr(model.config, "num_frames")
-    prep = clip_preprocess(model.config, {}) if video else preprocess_of(model.config, {})
-    return model.eval(), prep, names, source

@@ -28,8 +28,6 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ..data.images import ImageSet
-from ..data.pipeline import Preprocess
-from ..data.video import ClipSampler
 from ..errors import VitkitError
 from ..fast.precision import resolve_precision
 from ..models import create_model
@@ -42,7 +40,7 @@ from .eta import RunClock
 from .evaluate import autocast
 from .feed import Feed, resolve_workers
 from .optim import make_optimizer, warmup_cosine
-from .tasks import VideoPreprocess, make_task, side_of, video_preprocess
+from .tasks import make_task
 
 
 def log(message: str) -> None:
@@ -507,22 +505,4 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(meta["train"]).replace(out=str(run_dir))
 
 
-def load_run(run: str | Path) -> tuple[nn.Module, Preprocess | VideoPreprocess, list[str]]:
-    """The best model of a run (or any vitkit model folder with preprocessing info), ready for inference."""
-    from ..store import load_model
-
-    model, meta = load_model(run)
-    prep = meta.get("preprocess")
-    names = meta.get("class_names") or [str(i) for i in range(model.config.num_classes)]
-    if hasattr(model.config, "num_frames"):  # a video model
-        if prep is None or prep.get("task") != "video":
-            size = side_of(model.config.image_size)
-            prep = video_preprocess(ClipSampler(model.config.num_frames, size=size), round(size / 0.875))
-        return model, VideoPreprocess.from_dict(prep), names
-    if prep is None:
-        size = model.config.image_size[0]
-        prep = {"image_size": size, "short_side": round(size / 0.875), "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    return model, Preprocess.from_dict(prep), names
-
-
-__all__ = ["Trainer", "train", "resume_config", "load_run", "ImageSet"]
+__all__ = ["Trainer", "train", "resume_config", "ImageSet"]

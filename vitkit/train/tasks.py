@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..data.datasets import load_datasets
 from ..data.pipeline import Preprocess, sample_seed, train_batch
+from ..data.video_preprocess import VideoPreprocess, video_preprocess  # noqa: F401 (VideoPreprocess: re-exported)
 from ..errors import VitkitError
 from .config import TrainConfig
 from .evaluate import evaluate, evaluate_clips
@@ -121,50 +121,6 @@ class VideoTask:
 
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
         return evaluate_clips(model, self.val_set, precision=precision)
-
-
-def video_preprocess(sampler: Any, short_side: int) -> dict[str, Any]:
-    """What eval / predict need to cut clips as training did; saved in the run's config.json."""
-    return {"task": "video", "image_size": sampler.size, "short_side": short_side, "num_frames": sampler.num_frames,
-            "sampling": sampler.sampling, "stride": sampler.stride, "mean": list(sampler.mean),
-            "std": list(sampler.std)}
-
-
-@dataclass(frozen=True)
-class VideoPreprocess:
-    """The clip settings of a trained video model (see :func:`video_preprocess`), for eval and predict."""
-
-    sampler: Any
-    short_side: int
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VideoPreprocess":
-        from ..data.video import ClipSampler
-
-        sampler = ClipSampler(int(data["num_frames"]), data.get("sampling", "uniform"), int(data.get("stride", 2)),
-                              int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), flip=False)
-        return cls(sampler, int(data["short_side"]))
-
-    def eval_set(self, data: str) -> Any:
-        """The labelled videos to evaluate on: ``moving-digits``' val clips, ``data/val``, or ``data/<class>/*``."""
-        from pathlib import Path
-
-        from ..data import moving_digits
-        from ..data.folders import VAL_NAMES
-        from ..data.video_folder import VideoFolder, labelled_videos
-
-        if data == moving_digits.NAME:
-            return moving_digits.MovingDigits("val", self.sampler.num_frames, self.sampler.size)
-        root = Path(data)
-        root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
-        names, paths, labels = labelled_videos(root)  # the caller compares names with the model's classes
-        return VideoFolder(paths, labels, names, self.sampler, train=False, short_side=self.short_side)
-
-    def files(self, paths: list[Any], class_names: list[str]) -> Any:
-        """Unlabelled video files as a clip set (unusable ones are skipped and listed)."""
-        from ..data.video_folder import VideoFolder
-
-        return VideoFolder(paths, [0] * len(paths), class_names, self.sampler, train=False, short_side=self.short_side)
 
 
 def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> tuple[Any, Any]:
