@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from ..errors import VitkitError
+
+if TYPE_CHECKING:
+    from ..models.config import ViTConfig
 
 Rules = Sequence[tuple[str, str]]
 Transform = Callable[[int, torch.Tensor], torch.Tensor]
@@ -98,6 +101,22 @@ def unexpressible(library: str, problems: dict[str, bool]) -> None:
     found = [name for name, present in problems.items() if present]
     if found:
         raise VitkitError(f"{library} cannot express {', '.join(found)}; convert --to vitkit or timm instead")
+
+
+def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
+    """The :func:`unexpressible` problems of a ViT config for a library that builds only the paper's ViT
+    (torchvision, transformers): pre-norm, a [CLS] token classified from, a learned position embedding on [CLS]
+    and patches, attention over the tokens, a patch stem, no layer scale, no register tokens."""
+    return {
+        "post-norm blocks": config.norm != "pre",
+        "no [CLS] token": not config.class_token,
+        "mean pooling": config.pool != "cls",
+        f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
+        "attention across the batch": config.attention_axis != "tokens",
+        "a convolutional stem": config.stem != "patch",
+        "layer scale (init_values)": config.init_values is not None,
+        "register tokens": config.reg_tokens > 0,
+    }
 
 
 _SPLIT_QKV = re.compile(r"^(blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")

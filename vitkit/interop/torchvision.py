@@ -12,7 +12,7 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import KeyMap, unexpressible
+from .keymap import KeyMap, beyond_paper_vit, unexpressible
 
 _LAYER = "encoder.layers.encoder_layer_{n}."
 
@@ -57,17 +57,10 @@ def torchvision_kwargs(config: ViTConfig) -> dict[str, Any]:
 def check_torchvision(config: ViTConfig) -> None:
     """A one-line error if torchvision's ``VisionTransformer`` cannot express ``config``."""
     unexpressible("torchvision's ViT", {
-        "post-norm blocks": config.norm != "pre",
-        "no [CLS] token": not config.class_token,
-        "mean pooling": config.pool != "cls",
-        f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
-        "attention across the batch": config.attention_axis != "tokens",
+        **beyond_paper_vit(config),
         "qkv without bias": not config.qkv_bias,
         "non-square images or patches": len({*config.image_size}) > 1 or len({*config.patch_size}) > 1,
         f"{config.in_channels} input channels": config.in_channels != 3,
         "no head": not config.num_classes,
         f"LayerNorm eps {config.norm_eps}": config.norm_eps != 1e-6,
-        "a convolutional stem": config.stem != "patch",
-        "layer scale (init_values)": config.init_values is not None,
-        "register tokens": config.reg_tokens > 0,
     })
