@@ -6,12 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..data.pipeline import Augment
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..data.pipeline import Augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,19 +42,19 @@ class TrainConfig:
     GPU; a CPU with native bf16 where a cached probe measured it faster, ``vitkit.fast.probe``), else fp32."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
-    crop: str = "rrc"
+    crop: str = Augment.crop
     """``rrc`` random resized crop, ``shift`` pad-and-crop (small digits), ``center`` none."""
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    shift_pad: int = 2
-    flip: bool = True
-    augment: str = "trivial"
+    crop_scale: tuple[float, float] = Augment.crop_scale
+    shift_pad: int = Augment.shift_pad
+    flip: bool = Augment.flip
+    augment: str = Augment.policy
     """``trivial`` (TrivialAugment-Wide), ``randaugment`` or ``none``."""
-    randaugment_magnitude: int = 9
+    randaugment_magnitude: int = Augment.randaugment_magnitude
     """RandAugment's strength M on the paper's 0..30 scale (timm's ``rand-m9``)."""
-    randaugment_ops: int = 2
+    randaugment_ops: int = Augment.randaugment_ops
     """RandAugment's number N of operations per image (timm's ``rand-n2``)."""
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    mixup: float = Augment.mixup
+    cutmix: float = Augment.cutmix
     frames: int | None = None
     """Video: frames per clip (default: the model's ``num_frames``)."""
     frame_sampling: str = "uniform"
@@ -150,10 +148,8 @@ class TrainConfig:
             found += [(f.name, float(v)) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return found
 
-    def augmentation(self) -> "Augment":
-        """The training augmentation these settings describe."""
-        from ..data.pipeline import Augment
-
+    def augmentation(self) -> Augment:
+        """The training augmentation these settings describe (its defaults are Augment's, written once)."""
         return Augment(self.crop, self.crop_scale, self.shift_pad, self.flip, self.augment, self.mixup, self.cutmix,
                        self.randaugment_magnitude, self.randaugment_ops)
 
