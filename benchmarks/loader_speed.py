@@ -30,13 +30,13 @@ SIZE, WORKERS, PREFETCH = 224, 2, 2
 def vitkit_batches(folder: Path, batch: int) -> Iterator[torch.Tensor]:
     from vitkit.data.cache import plan_cache
     from vitkit.data.stream import StepLoader
-    from vitkit.train.config import TrainConfig
+    from vitkit.train.config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
     from vitkit.train.feed import _FolderSteps
     from vitkit.train.loop import epoch_order
     from vitkit.train.stream_tasks import StreamedFolderTask
 
     config = TrainConfig(data=str(folder), img_size=SIZE, augment="randaugment", crop_scale=(0.08, 1.0),
-                         workers=WORKERS, cache="none", val_fraction=0.01)
+                         workers=WORKERS, cache="none", val_fraction=0.01, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     task = StreamedFolderTask(config, SIZE, WORKERS, plan_cache("none", 0, 256))
     loader = StepLoader(_FolderSteps(task, 0, batch, range(batch), epoch_order), WORKERS, prefetch=PREFETCH)
     steps = len(task.train_set) // batch

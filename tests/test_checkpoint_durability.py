@@ -20,7 +20,8 @@ from reliability_helpers import ONE_THREAD, finished_run, weights_equal  # noqa:
 from test_training import TINY, make_folder, tiny_config
 from vitkit.errors import VitkitError
 from vitkit.train import checkpoint as ckpt
-from vitkit.train.loop import Trainer, resume_config, train
+from vitkit.train.loop import Trainer, train
+from vitkit.train.run_folder import resume_config
 
 
 def test_checkpoints_have_a_manifest_and_only_the_last_two_are_kept(finished_run) -> None:
@@ -115,9 +116,9 @@ def test_no_space_or_an_unwritable_out_fails_before_training(tmp_path, monkeypat
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(VitkitError, match="cannot write to --out"):
         Trainer(tiny_config(data, tmp_path / "a_file" / "run"))
-    import vitkit.train.loop as loop
+    import vitkit.train.run_folder as run_folder
 
-    monkeypatch.setattr(loop.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(VitkitError, match="not enough free space .* 0 MiB free"):
         Trainer(tiny_config(data, tmp_path / "run"))
 

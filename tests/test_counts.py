@@ -10,8 +10,9 @@ import pytest
 
 import vitkit
 from conftest import run_cli
-from vitkit.analysis.counts import count
+from vitkit.analysis.counts import count, swin3d_params
 from vitkit.models import get_config, list_models
+from vitkit.models.swin3d.config import Swin3DConfig
 
 GRID_MODELS = [name for name in list_models() if hasattr(get_config(name), "input_shape")]  # not point clouds
 SMALL = [name for name in GRID_MODELS if not name.endswith(("_b", "_l")) and name not in ("vit_l16", "vit_l32",
@@ -58,6 +59,19 @@ def test_counts_equal_the_dry_run_for_video_options(variant: str) -> None:
     config = get_config(variant, num_frames=8, image_size=64, mlp_dim=100, qkv_bias=False, num_classes=0, heads=6)
     counts = count(config)
     assert (counts.params, counts.flops) == dry_run(config)
+
+
+POINT_MODELS = [name for name in list_models() if isinstance(get_config(name), Swin3DConfig)]
+SWIN3D_OPTIONS = [dict(mlp_ratio=2.5, crse=("rgb", "norm"), in_channels=6, num_classes=5),
+                  dict(depths=(1, 2), channels=(8, 24), heads=(2, 3), window_sizes=(3, 5), up_attention=False)]
+
+
+@pytest.mark.parametrize("name, overrides", [*[(name, {}) for name in POINT_MODELS],
+                                             *[("swin3d_tiny", options) for options in SWIN3D_OPTIONS]])
+def test_swin3d_params_equal_the_built_model(name: str, overrides: dict) -> None:
+    config = get_config(name).replace(**overrides)
+    model = vitkit.build_model(config, device="meta")
+    assert swin3d_params(config) == sum(p.numel() for p in model.parameters())
 
 
 def test_vit_b16_is_17_6_gmacs_as_timm_and_the_paper_say() -> None:

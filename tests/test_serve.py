@@ -31,7 +31,7 @@ from vitkit.store import save_model
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from vitkit.serve import Engine, Settings, create_app  # noqa: E402
+from vitkit.serve import Engine, Limits, Settings, create_app  # noqa: E402
 from vitkit.serve.background import serving  # noqa: E402
 
 PREPROCESS = {"image_size": 64, "short_side": 73, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -111,7 +111,7 @@ def engine(run) -> Engine:
 
 @pytest.fixture(scope="module")
 def url(engine):
-    with serving(create_app(engine, Settings(max_upload_mb=1, max_pixels=4_000_000))) as base:
+    with serving(create_app(engine, Settings(limits=Limits(max_upload_mb=1, max_pixels=4_000_000)))) as base:
         yield base
 
 
@@ -294,7 +294,7 @@ def test_full_queue_answers_503_with_retry_after_then_recovers(engine, photos) -
 
 def test_slow_request_gets_504_and_is_dropped(engine, photos) -> None:
     gate = Gate(engine)
-    with serving(create_app(gate, Settings(timeout_s=0.5))) as base:
+    with serving(create_app(gate, Settings(limits=Limits(timeout_s=0.5)))) as base:
         late = post(base, photos[0])
         assert late.status_code == 504 and "--timeout" in late.json()["error"]
         gate.open.set()

@@ -15,8 +15,9 @@ from conftest import run_cli, shared_data
 from vitkit.errors import VitkitError
 from vitkit.store import read_weights
 from vitkit.train.config import TrainConfig
-from vitkit.train.loop import Trainer, resume_config, train
+from vitkit.train.loop import Trainer, train
 from vitkit.train.metrics import classification_report
+from vitkit.train.run_folder import resume_config
 
 TINY = {"image_size": 32, "patch_size": 8, "dim": 32, "depth": 2, "heads": 2}
 
@@ -212,7 +213,7 @@ def test_a_run_folder_is_not_overwritten(tmp_path) -> None:
 def test_ema_decay_ramps_up_and_tracks_batchnorm_statistics() -> None:
     from torch.optim.swa_utils import AveragedModel
 
-    from vitkit.train.loop import ema_with_warmup
+    from vitkit.train.ema import ema_with_warmup
 
     model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)

@@ -16,7 +16,8 @@ from vitkit.models import create_model
 from vitkit.models.inflate import inflate_kernel
 from vitkit.store import read_weights, save_model
 from vitkit.train.config import TrainConfig
-from vitkit.train.loop import Trainer, resume_config, train
+from vitkit.train.loop import Trainer, train
+from vitkit.train.run_folder import resume_config
 
 av = pytest.importorskip("av")
 

@@ -13,7 +13,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -80,9 +80,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def state_dict_bytes(model: nn.Module) -> bytes:
-    """The model's weights as safetensors bytes (contiguous CPU copies; shared tensors are not deduplicated)."""
-    return save_safetensors_bytes({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()})
+def state_dict_bytes(weights: nn.Module | Mapping[str, torch.Tensor]) -> bytes:
+    """A model's weights (or a state dict) as safetensors bytes (contiguous CPU copies; shared tensors are not
+    deduplicated)."""
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    return save_safetensors_bytes({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
 
 
 def save_model(folder: str | os.PathLike, model: nn.Module, *, weights_file: str = WEIGHTS_FILE,

@@ -1,7 +1,9 @@
 """Parameters and FLOPs of a model, computed from its config alone: no model is built, nothing is traced.
 
-``vitkit models`` lists every registered model this way in a fraction of a second; the layer-by-layer dry run
-(``summary.py``) traces the built model and gives the same totals (``tests/test_counts.py`` holds them equal).
+``vitkit models`` lists every registered model this way in a fraction of a second (building even a meta-device
+Swin3D would cost a second: its initialisers pull in torch._dynamo); the layer-by-layer dry run (``summary.py``)
+traces the built model and gives the same totals (``tests/test_counts.py`` holds them, and the Swin3D parameter
+counts of :func:`swin3d_params`, equal to the built models').
 FLOPs count what the dry run counts: matrix multiplications, convolutions and the two products of attention,
 a multiply-add as 2 FLOPs (one MAC = 2 FLOPs; papers quoting "17.6 GFLOPs" for ViT-B/16 count MACs). Every
 token runs through every block (the architecture, not the [CLS]-only shortcut of ``forward``).
@@ -13,6 +15,8 @@ import math
 from dataclasses import dataclass
 
 from ..models.config import ViTConfig
+from ..models.swin3d.config import Swin3DConfig
+from ..models.swin3d.crse import table_lengths
 from ..models.vivit_config import ViViTConfig
 
 
@@ -133,3 +137,31 @@ def _vivit(c: ViViTConfig) -> Counts:
         block = _block(c, tokens, _add(projections, Counts(0, scores)))
     prefix = Counts(cls * dim + tokens * dim, 0)
     return _add(embed, prefix, *[block] * c.depth, norm, _head(c))
+
+
+def swin3d_params(config: Swin3DConfig) -> int:
+    """The parameters of the Swin3D U-Net ``config`` describes (its FLOPs depend on the scan: the point-cloud dry
+    run, ``pointcloud.py``, measures them on one)."""
+    c = config
+
+    def norm(dim: int) -> int:  # a LayerNorm or a BatchNorm: weight and bias
+        return 2 * dim
+
+    def linear(d_in: int, d_out: int, bias: bool = True) -> int:
+        return _linear(0, d_in, d_out, bias).params
+
+    def block(dim: int, heads: int, window: int) -> int:
+        # cRSE: per signal, a query, key and value table [3 axes, L, heads, head_dim]; heads * head_dim = dim.
+        tables = dim * sum(table_lengths(c.crse, window, c.quant_size))  # the lengths list every axis once
+        hidden = int(dim * c.mlp_ratio)
+        attention = linear(dim, 3 * dim) + linear(dim, dim) + 3 * tables
+        return norm(dim) + attention + norm(dim) + linear(dim, hidden) + linear(hidden, dim)
+
+    ch, stages = c.channels, range(c.num_stages)
+    stem = 27 * c.in_channels * ch[0] + norm(ch[0])  # a 3x3x3 sparse convolution without bias, BatchNorm
+    encoder = sum(c.depths[i] * block(ch[i], c.heads[i], c.window_sizes[i]) for i in stages)
+    downsamples = sum(norm(ch[i]) + linear(ch[i], ch[i + 1], bias=False) for i in stages[:-1])
+    upsamples = sum(norm(ch[i]) + linear(ch[i], ch[i]) + norm(ch[i + 1]) + linear(ch[i + 1], ch[i])
+                    + (block(ch[i], c.heads[i], c.window_sizes[i]) if c.up_attention else 0) for i in stages[:-1])
+    head = linear(ch[0], ch[0]) + norm(ch[0]) + linear(ch[0], c.num_classes)
+    return stem + encoder + downsamples + upsamples + head

@@ -21,6 +21,7 @@ from ..models.swin3d.model import Swin3DUNet
 from ..models.swin3d.sparse import downsample_voxels
 from ..models.swin3d.voxels import Voxels, voxelize
 from ..models.swin3d.windows import WindowPlan, plan_windows
+from .summary import DryRun, render_table
 
 
 @dataclass
@@ -37,24 +38,10 @@ class PointStage:
 
 
 @dataclass
-class PointSummary:
+class PointSummary(DryRun):
     model: str
     points: int
     stages: list[PointStage] = field(default_factory=list)
-
-    @property
-    def total_params(self) -> int:
-        return sum(s.params for s in self.stages)
-
-    @property
-    def total_flops(self) -> int:
-        return sum(s.flops for s in self.stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"model": self.model, "points": self.points, "stages": [asdict(s) for s in self.stages],
-                "total_params": self.total_params, "total_flops": self.total_flops}
 
     def to_table(self) -> str:
         head = ("stage", "voxels", "voxel", "windows (reg/shift)", "largest", "channels", "params", "GFLOPs")
@@ -62,16 +49,10 @@ class PointSummary:
                           str(s.largest_window or ""), str(s.channels), f"{s.params:,}", f"{s.flops / 1e9:.2f}")
                          for s in self.stages]
         rows.append(("total", "", "", "", "", "", f"{self.total_params:,}", f"{self.total_flops / 1e9:.2f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = [f"{self.model}: dry run, weights on the meta device, voxels of a synthetic {self.points:,}-point "
-                 "room (indoor-rooms) on the CPU"]
-        for i, row in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
-            if i in (0, len(rows) - 2):
-                lines.append("  ".join("-" * w for w in widths))
-        lines.append("FLOPs count a multiply-add as 2 (linear layers, stem convolution over 27 offsets, window "
-                     "attention and cRSE over padded windows).")
-        return "\n".join(lines)
+        return render_table(f"{self.model}: dry run, weights on the meta device, voxels of a synthetic "
+                            f"{self.points:,}-point room (indoor-rooms) on the CPU", rows, 1,
+                            "FLOPs count a multiply-add as 2 (linear layers, stem convolution over 27 offsets, "
+                            "window attention and cRSE over padded windows).")
 
 
 def synthetic_scan(points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,13 +35,12 @@ class Stage:
     flops: int
 
 
-@dataclass
-class Summary:
-    """The whole dry run: stages in execution order, then totals."""
+class DryRun:
+    """What both dry runs share (this one and ``pointcloud.PointSummary``, dataclasses whose fields end with
+    ``stages``): the totals, the JSON form and the table layout."""
 
     model: str
-    input_shape: list[int]
-    stages: list[Stage] = field(default_factory=list)
+    stages: list[Any]
 
     @property
     def total_params(self) -> int:
@@ -52,27 +51,43 @@ class Summary:
         return sum(s.flops for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "input_shape": self.input_shape, "stages": [asdict(s) for s in self.stages],
-            "total_params": self.total_params, "total_flops": self.total_flops,
-        }
+        """The fields (stages as dicts), then the totals."""
+        fields = asdict(self)  # type: ignore[call-overload]
+        return {**fields, "total_params": self.total_params, "total_flops": self.total_flops}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def render_table(title: str, rows: list[tuple[str, ...]], left_columns: int, note: str) -> str:
+    """``title``, then ``rows`` (a header first, the totals last) in aligned columns, the first ``left_columns``
+    flush left and the others flush right, a rule under the header and above the totals; then ``note``."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if j < left_columns else cell.rjust(w)
+                               for j, (cell, w) in enumerate(zip(row, widths))))
+        if i in (0, len(rows) - 2):
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append(note)
+    return "\n".join(lines)
+
+
+@dataclass
+class Summary(DryRun):
+    """The whole dry run: stages in execution order, then totals."""
+
+    model: str
+    input_shape: list[int]
+    stages: list[Stage] = field(default_factory=list)
 
     def to_table(self) -> str:
         rows = [("stage", "module", "output shape", "params", "GFLOPs")]
         rows.append(("input", "", _shape(self.input_shape), "", ""))
         rows += [(s.label, s.name, _shape(s.output_shape), f"{s.params:,}", f"{s.flops / 1e9:.3f}") for s in self.stages]
         rows.append(("total", "", "", f"{self.total_params:,}", f"{self.total_flops / 1e9:.3f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [f"{self.model}: dry run on the meta device (no weights allocated)"]
-        for i, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
-            if i in (0, len(rows) - 2):
-                lines.append("  ".join("-" * w for w in widths))
-        lines.append("FLOPs count a multiply-add as 2 (matmuls, convolutions, attention).")
-        return "\n".join(lines)
+        return render_table(f"{self.model}: dry run on the meta device (no weights allocated)", rows, 3,
+                            "FLOPs count a multiply-add as 2 (matmuls, convolutions, attention).")
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") -> Summary:

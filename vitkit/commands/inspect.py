@@ -9,18 +9,18 @@ from .args import positive_int, size
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..analysis.counts import count
-    from ..models import create_model, get_spec, list_models
+    from ..analysis.counts import count, swin3d_params
+    from ..models import get_spec, list_models
 
     rows = []
-    for name in list_models():
+    for name in list_models():  # counted from the configs: no model is built
         spec = get_spec(name)
-        if not hasattr(spec.config, "input_shape"):  # point-cloud models (Swin3D): shapes depend on the scan
-            params = sum(p.numel() for p in create_model(name, device="meta").parameters())
+        if not hasattr(spec.config, "input_shape"):  # point-cloud models (Swin3D): FLOPs depend on the scan
+            params = swin3d_params(spec.config)
             rows.append({"name": name, "params": params, "gmacs": None, "gflops": None, "input": "points",
                          "description": spec.description})
             continue
-        counts = count(spec.config)  # from the config: nothing is built
+        counts = count(spec.config)
         rows.append({"name": name, "params": counts.params, "gmacs": counts.macs / 1e9, "gflops": counts.flops / 1e9,
                      "input": "x".join(map(str, spec.config.input_shape)), "description": spec.description})
     if args.json:

@@ -18,7 +18,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     refuse_non_empty(args.out, overwrite=args.overwrite, flag="output")
     model = load(args.source, num_classes=args.num_classes, image_size=args.image_size, **_architecture(args))
     class_names = model.config.extra.get("source", {}).get("class_names")
-    written = save_as(model, args.to, args.out, class_names=class_names)
+    written = save_as(model, args.to, args.out, class_names=class_names, preprocess=_preprocess(args, model))
     c = model.config
     print(f"wrote {written} ({args.to}): ViT dim {c.dim}, depth {c.depth}, heads {c.heads}, "
           f"patch {'x'.join(map(str, c.patch_size))}, image {'x'.join(map(str, c.image_size))}, "
@@ -46,6 +46,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     on = f"batch sizes {', '.join(map(str, batches))}" if len(batches) > 1 else f"batch size {batches[0]}"
     print(f"wrote {out}; max abs diff vs PyTorch {diff:.2e} on {on}")
     return 0
+
+
+def _preprocess(args: argparse.Namespace, model) -> dict | None:
+    """For ``--to vitkit``: the source's normalisation (see interop/normalisation.py) as a vitkit folder records
+    it, so eval, predict and ``vitkit train --init`` use it; None when the source records none."""
+    from ..interop.normalisation import checkpoint_normalisation
+
+    found = checkpoint_normalisation(args.source) if args.to == "vitkit" else None
+    if found is None or hasattr(model.config, "num_frames"):  # video folders record their clip sampling too
+        return None
+    size = model.config.image_size[0]
+    return {"image_size": size, "short_side": round(size / 0.875), "mean": list(found.mean), "std": list(found.std)}
 
 
 def _architecture(args: argparse.Namespace) -> dict:

@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..serve import Engine, Settings, create_app
+        from ..serve import Engine, Limits, Settings, create_app
     except ImportError as error:
         raise VitkitError(f"vitkit serve needs FastAPI, uvicorn and python-multipart ({error.name} is missing): "
                           "run `pip install vitkit[serve]`") from None
@@ -27,9 +27,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {args.host} without --token: anyone who can reach this port can use the "
               "model", file=sys.stderr)
     engine = Engine(args.source, int8=args.int8, views=_views(args.views), device=args.device)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout)
     settings = Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
-                        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout,
-                        max_queue=args.max_queue, token=token, default_top_k=args.top_k)
+                        max_queue=args.max_queue, token=token, default_top_k=args.top_k, limits=limits)
     app = create_app(engine, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {engine.name} ({engine.kind}s, {len(engine.class_names)} classes) on http://{host}:{args.port}"

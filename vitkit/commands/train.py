@@ -89,13 +89,13 @@ def _model_args(pairs: list[str]) -> dict:
 
 def build_train_config(args: argparse.Namespace):
     """TrainConfig from defaults < the embedded dataset's recipe < options given on the command line."""
-    from ..data import moving_digits
-    from ..data.datasets import EMBEDDED
+    from ..data.datasets import recipe_for
     from ..train.config import TrainConfig
 
     data = args.data or "mnist-5k"
-    recipes = {**{name: d.recipe for name, d in EMBEDDED.items()}, moving_digits.NAME: moving_digits.RECIPE}
-    values: dict = dict(recipes.get(data, {}))
+    values = recipe_for(data)
+    if args.init:  # the weights expect their own normalisation, not the recipe's from-scratch one
+        values = {k: v for k, v in values.items() if k not in ("mean", "std")}
     values["data"] = data
     model_args = _model_args(args.model_arg or [])
     for option, _, _ in _OPTIONS:
@@ -111,6 +111,9 @@ def build_train_config(args: argparse.Namespace):
         values["flip"] = False
     if args.crop_scale:
         values["crop_scale"] = tuple(args.crop_scale)
+    for name in ("mean", "std"):  # None: the --init checkpoint's, else ImageNet's (train/normalisation.py)
+        if getattr(args, name) is not None:
+            values[name] = tuple(getattr(args, name))
     values["compile"] = args.compile
     values["grad_checkpointing"] = args.grad_checkpointing
     values["fsdp"] = args.fsdp
@@ -130,7 +133,8 @@ def _tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import segmentation3d
-    from ..train.loop import Trainer, resume_config
+    from ..train.loop import Trainer
+    from ..train.run_folder import resume_config
 
     if args.task == "segmentation3d" or segmentation3d.is_segmentation3d_run(args.resume):
         return segmentation3d.run_from_args(args)  # point clouds have a runner of their own
@@ -295,7 +299,7 @@ def register(add) -> None:
     train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)",
                 ["vitkit train                                  # the embedded MNIST-5k digits, ~97% in minutes",
                  "vitkit train --data pets/ --model vit_s16 --init timm:vit_small_patch16_224 "
-                 "--epochs 10 --lr 1e-4 --out runs/pets",
+                 "--epochs 10 --lr 1e-4 --out runs/pets   # the checkpoint's mean/std",
                  "vitkit train --resume runs/pets               # continue a stopped run",
                  "vitkit train --task video --data moving-digits --out runs/digits",
                  "torchrun --nproc-per-node 4 -m vitkit train --data pets/ --batch-size 256"])
@@ -307,6 +311,10 @@ def register(add) -> None:
                            help=help_text + ("" if "default:" in help_text else _default_text(option)))
     train.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                        help="area range of random resized crops" + _default_text("--crop-scale"))
+    for option, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        train.add_argument(option, type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                           help=f"input normalisation: the {what} per channel (default: the --init checkpoint's, "
+                                "else the embedded dataset's, 0.5 for mnist-5k, else ImageNet's)")
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits or text)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")

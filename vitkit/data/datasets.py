@@ -41,6 +41,14 @@ EMBEDDED = {
 }
 
 
+def recipe_for(data: str) -> dict[str, Any]:
+    """The training settings that suit ``data`` when it names an embedded image or video set (else none)."""
+    from . import moving_digits
+
+    recipes = {**{name: d.recipe for name, d in EMBEDDED.items()}, moving_digits.NAME: moving_digits.RECIPE}
+    return dict(recipes.get(data, {}))
+
+
 def is_embedded(data: str) -> bool:
     return data in EMBEDDED
 

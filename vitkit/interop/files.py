@@ -58,9 +58,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(path, arrays, metadata, read_sidecar(path.parent))
 
 
-def read_sidecar(folder: Path) -> dict[str, Any] | None:
-    """The ``config.json`` in ``folder`` (a Hub snapshot, a vitkit model folder), or None."""
-    config = folder / "config.json"
+def read_sidecar(folder: Path, name: str = "config.json") -> dict[str, Any] | None:
+    """The JSON object file ``name`` in ``folder`` (the ``config.json`` of a Hub snapshot or a vitkit model
+    folder, transformers' ``preprocessor_config.json``), or None."""
+    config = folder / name
     if not config.is_file():
         return None
     try:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import KeyMap, fuse_qkv, newer_options, split_qkv, unexpressible
+from .keymap import KeyMap, beyond_paper_vit, fuse_qkv, split_qkv, unexpressible
 
 
 def _layer(hub: str, v5: str, vitkit: str) -> tuple[tuple[str, str], str]:
@@ -62,14 +62,8 @@ def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 def check_hf(config: ViTConfig) -> None:
     """Raise a one-line error if transformers' ViT cannot express ``config``."""
     unexpressible("Hugging Face ViT", {
-        "post-norm blocks": config.norm != "pre",
-        "no [CLS] token": not config.class_token,
-        f"pooling {config.pool!r}": config.pool != "cls",
-        f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
-        "attention across the batch": config.attention_axis != "tokens",
+        **beyond_paper_vit(config),
         "non-square patches": config.patch_size[0] != config.patch_size[1],
-        "a convolutional stem": config.stem != "patch",
-        **newer_options(config),
     })
 
 

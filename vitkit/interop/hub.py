@@ -57,7 +57,8 @@ def hub_repo(source: str) -> str:
 
 
 def download(source: str) -> Path:
-    """The local path of the weights of ``timm:NAME`` or ``hf:ORG/NAME`` (``config.json`` lands beside them)."""
+    """The local path of the weights of ``timm:NAME`` or ``hf:ORG/NAME`` (``config.json`` and, where the repo
+    has one, ``preprocessor_config.json`` land beside them)."""
     repo = hub_repo(source)
     try:
         from huggingface_hub import errors, hf_hub_download
@@ -83,8 +84,9 @@ def download(source: str) -> Path:
             ) from None
     if weights is None:
         raise VitkitError(f"https://huggingface.co/{repo} has none of {', '.join(WEIGHT_FILES)}")
-    try:
-        hf_hub_download(repo, "config.json")
-    except Exception:  # noqa: BLE001 - optional: without it, the config is inferred from the weights alone
-        pass
+    for extra in ("config.json", "preprocessor_config.json"):  # transformers keeps mean/std in the second
+        try:
+            hf_hub_download(repo, extra)
+        except Exception:  # noqa: BLE001 - optional: without them, the config is inferred from the weights alone
+            pass
     return weights

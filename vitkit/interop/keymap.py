@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from ..errors import VitkitError
 from ..models.heads import norm_after_pool
+
+if TYPE_CHECKING:
+    from ..models.config import ViTConfig
 
 Rules = Sequence[tuple[str, str]]
 Transform = Callable[[int, torch.Tensor], torch.Tensor]
@@ -101,10 +104,18 @@ def unexpressible(library: str, problems: dict[str, bool]) -> None:
         raise VitkitError(f"{library} cannot express {', '.join(found)}; convert --to vitkit or timm instead")
 
 
-def newer_options(config: Any) -> dict[str, bool]:
-    """The ViT options of the later papers that the original ViT's layout (transformers', torchvision's) has no
-    place for, as problems for :func:`unexpressible`."""
+def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
+    """The :func:`unexpressible` problems of a ViT config for a library that builds only the paper's ViT
+    (torchvision, transformers): pre-norm, a [CLS] token classified from, a learned position embedding on [CLS]
+    and patches, attention over the tokens, a patch stem, and none of the later papers' options (layer scale,
+    registers, DeiT's distillation token, QK-norm, CLIP's norm_pre, the final norm after pooling)."""
     return {
+        "post-norm blocks": config.norm != "pre",
+        "no [CLS] token": not config.class_token,
+        f"pooling {config.pool!r}": config.pool != "cls",
+        f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
+        "attention across the batch": config.attention_axis != "tokens",
+        "a convolutional stem": config.stem != "patch",
         "layer scale (init_values)": config.init_values is not None,
         "register tokens": config.reg_tokens > 0,
         "a distillation token": config.distilled,

@@ -28,14 +28,16 @@ from .load import CONFIG_METADATA_KEY
 TARGETS = ("vitkit", "timm", "hf", "torchvision")
 
 
-def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None) -> Path:
+def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None,
+            preprocess: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a vitkit ViT) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
-    the weights written."""
+    the weights written. ``preprocess`` (vitkit's folder only) is what eval / predict / ``--init`` read there."""
     out = Path(out)
     config: ViTConfig = model.config
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if fmt == "vitkit":
-        return save_model(out, model, **({"class_names": class_names} if class_names else {})) / "model.safetensors"
+        metadata = {"class_names": class_names, "preprocess": preprocess}
+        return save_model(out, model, **{k: v for k, v in metadata.items() if v}) / "model.safetensors"
     target = BY_NAME.get(fmt) if fmt in TARGETS else None
     if target is None or target.from_vitkit is None:
         raise VitkitError(f"unknown format {fmt!r}; choose one of {', '.join(TARGETS)}")

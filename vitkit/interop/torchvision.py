@@ -12,7 +12,7 @@ import torch
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
-from .keymap import KeyMap, newer_options, unexpressible
+from .keymap import KeyMap, beyond_paper_vit, unexpressible
 
 _LAYER = "encoder.layers.encoder_layer_{n}."
 
@@ -57,16 +57,10 @@ def torchvision_kwargs(config: ViTConfig) -> dict[str, Any]:
 def check_torchvision(config: ViTConfig) -> None:
     """A one-line error if torchvision's ``VisionTransformer`` cannot express ``config``."""
     unexpressible("torchvision's ViT", {
-        "post-norm blocks": config.norm != "pre",
-        "no [CLS] token": not config.class_token,
-        f"pooling {config.pool!r}": config.pool != "cls",
-        f"position embedding {config.pos_embed!r}": config.pos_embed != "learned",
-        "attention across the batch": config.attention_axis != "tokens",
+        **beyond_paper_vit(config),
         "qkv without bias": not config.qkv_bias,
         "non-square images or patches": len({*config.image_size}) > 1 or len({*config.patch_size}) > 1,
         f"{config.in_channels} input channels": config.in_channels != 3,
         "no head": not config.num_classes,
         f"LayerNorm eps {config.norm_eps}": config.norm_eps != 1e-6,
-        "a convolutional stem": config.stem != "patch",
-        **newer_options(config),
     })

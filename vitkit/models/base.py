@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -37,6 +38,10 @@ def check_choice(name: str, value: str, choices: Any) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+TupleFields = dict[str, Callable[[Any], tuple[int, ...]]]
+"""Config fields held as tuples, each with the function that makes one from an int or a list."""
+
+
 def unknown_options_error(kind: str, unknown: set[str], known: Sequence[str]) -> ConfigError:
     """The error for option names a config does not have: a close match where there is one, and the list."""
     hints = []
@@ -46,18 +51,45 @@ def unknown_options_error(kind: str, unknown: set[str], known: Sequence[str]) ->
     return ConfigError(f"unknown {kind} option(s) {', '.join(hints)}; valid ones: {', '.join(known)}")
 
 
+@dataclass
 class TransformerConfig:
     """The shared part of :class:`~vitkit.models.config.ViTConfig` and :class:`~vitkit.models.vivit_config.
-    ViViTConfig` (both dataclasses with the fields used here)."""
+    ViViTConfig`: the input size, the head and the Transformer's options. The subclasses add their own fields
+    after these (a subclass that re-declares one, to change its default, keeps it in this place)."""
+
+    image_size: int | tuple[int, int] = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    """0 removes the head: the model returns pooled features."""
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
+    """Hidden size of the feed-forward network; overrides ``mlp_ratio`` when set."""
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    """Dropout after the position embedding, inside the MLP and after each projection."""
+    attn_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
+    drop_path: float = 0.0
+    """Stochastic depth: the drop rate of the last block, rising linearly from 0 at the first."""
+    norm_eps: float = 1e-6
 
     kind: ClassVar[str] = "model"
     """The name used in messages (``ViT``, ``ViViT``)."""
-    tuple_fields: ClassVar[tuple[str, ...]] = ()
-    """Fields held as tuples and written to JSON as lists."""
-    dim: int
-    heads: int
-    mlp_ratio: float
-    mlp_dim: int | None
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair}
+    """Fields held as tuples (and written to JSON as lists), each with the function that makes one from an int
+    or a list."""
+
+    def __post_init__(self) -> None:
+        for name, to_tuple in self.tuple_fields.items():
+            setattr(self, name, to_tuple(getattr(self, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        """A one-line :class:`ConfigError` for the first option that is out of range (each subclass's checks)."""
+        raise NotImplementedError
 
     @property
     def hidden_dim(self) -> int:
@@ -75,8 +107,8 @@ class TransformerConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dim % self.heads:  # after the positivity check: heads=0 must not divide by zero
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if getattr(self, "num_classes") < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {getattr(self, 'num_classes')}")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
         for name in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from .base import TransformerConfig, check_choice, to_pair
+from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
 Pooling = Literal["cls", "mean", "map"]
@@ -26,28 +26,11 @@ class ViTConfig(TransformerConfig):
     token, a learned position embedding on [CLS] and patches, classification from [CLS].
     """
 
-    image_size: int | tuple[int, int] = 224
+    # image_size, in_channels, num_classes and the Transformer's sizes and drop rates: see TransformerConfig.
     patch_size: int | tuple[int, int] = 16
-    in_channels: int = 3
-    num_classes: int = 1000
-    """0 removes the head: the model returns pooled features."""
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    mlp_dim: int | None = None
-    """Hidden size of the feed-forward network; overrides ``mlp_ratio`` when set."""
-    qkv_bias: bool = True
-    dropout: float = 0.0
-    """Dropout after the position embedding, inside the MLP and after each projection."""
-    attn_dropout: float = 0.0
-    """Dropout on the attention probabilities."""
-    drop_path: float = 0.0
-    """Stochastic depth: the drop rate of the last block, rising linearly from 0 at the first."""
     norm: NormPlacement = "pre"
     """``pre``: LayerNorm before attention and MLP, plus a final norm (the paper). ``post``: after each residual
     sum, with no final norm (the original Transformer, and the blog)."""
-    norm_eps: float = 1e-6
     class_token: bool = True
     pool: Pooling = "cls"
     """``cls``: classify from the [CLS] token. ``mean``: from the mean of the patch tokens (the final norm is
@@ -92,12 +75,7 @@ class ViTConfig(TransformerConfig):
     """Free-form metadata (where the config came from); not used by the model."""
 
     kind: ClassVar[str] = "ViT"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "patch_size")
-
-    def __post_init__(self) -> None:
-        self.image_size = to_pair(self.image_size)
-        self.patch_size = to_pair(self.patch_size)
-        self._validate()
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "patch_size": to_pair}
 
     def _validate(self) -> None:
         for (size, patch), axis in zip(zip(self.image_size, self.patch_size), ("height", "width")):

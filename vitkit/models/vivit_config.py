@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from .base import TransformerConfig, check_choice, to_pair
+from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 Variant = Literal["spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product"]
 VideoPooling = Literal["cls", "mean"]
@@ -47,29 +47,16 @@ class ViViTConfig(TransformerConfig):
     Inputs are clips ``[B, C, T, H, W]``. Blocks are pre-norm, as in the paper's code (Scenic) and transformers.
     """
 
+    # image_size, in_channels, num_classes and the Transformer's sizes and drop rates: see TransformerConfig.
+    # ``depth`` counts the blocks of the encoder; for the factorised encoder, of its spatial (per-frame) encoder.
+    num_classes: int = 400
+    """Kinetics-400's classes by default (0 removes the head: the model returns pooled features)."""
     variant: Variant = "spatiotemporal"
-    image_size: int | tuple[int, int] = 224
     num_frames: int = 32
     tubelet_size: int | tuple[int, int, int] = (2, 16, 16)
     """Frames x height x width of one tubelet; ``(1, p, p)`` embeds each frame separately."""
-    in_channels: int = 3
-    num_classes: int = 400
-    """0 removes the head: the model returns pooled features."""
-    dim: int = 768
-    depth: int = 12
-    """Blocks of the encoder; for the factorised encoder, of its spatial (per-frame) encoder."""
     temporal_depth: int = 4
     """Blocks of the temporal encoder of the factorised encoder (Model 2); unused by the other models."""
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    mlp_dim: int | None = None
-    """Hidden size of the feed-forward network; overrides ``mlp_ratio`` when set."""
-    qkv_bias: bool = True
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0
-    """Stochastic depth: the drop rate of the last block, rising linearly from 0 at the first."""
-    norm_eps: float = 1e-6
     pool: VideoPooling = "cls"
     """``cls``: classify from a [CLS] token (Model 2: one per frame in the spatial encoder and one in the
     temporal encoder). ``mean``: the mean of the normalised tokens. Models 3 and 4 have no [CLS] token (the
@@ -78,12 +65,7 @@ class ViViTConfig(TransformerConfig):
     """Free-form metadata (where the config came from); not used by the model."""
 
     kind: ClassVar[str] = "ViViT"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("image_size", "tubelet_size")
-
-    def __post_init__(self) -> None:
-        self.image_size = to_pair(self.image_size)
-        self.tubelet_size = to_triple(self.tubelet_size)
-        self._validate()
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "tubelet_size": to_triple}
 
     def _validate(self) -> None:
         check_choice("variant", self.variant, Variant)

@@ -12,8 +12,8 @@ vitkit never imports this package. The parts, in the order a request meets them:
     >>> app = create_app(Engine("runs/cats"), Settings(max_batch=16))  # any ASGI server can run it
 """
 
-from .app import Settings, create_app
+from .app import Limits, Settings, create_app
 from .batcher import Batcher
 from .engine import Engine, InputError
 
-__all__ = ["Batcher", "Engine", "InputError", "Settings", "create_app"]
+__all__ = ["Batcher", "Engine", "InputError", "Limits", "Settings", "create_app"]

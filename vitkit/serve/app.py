@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hmac
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +46,30 @@ MULTIPART_FILE_HELP = "send files as multipart form fields (e.g. curl -F file=@c
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The server's limits and batching (the ``vitkit serve`` options)."""
+class Limits:
+    """What one request may send and how long it may take (``GET /v1/model`` reports them)."""
 
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    workers: int = 4
-    """Decode threads."""
     max_upload_mb: float = 10.0
     max_pixels: int = 40_000_000
-    timeout_s: float = 30.0
-    max_queue: int = 64
-    """Requests in progress (decoding, waiting, running) beyond which new ones get 503."""
     max_files: int = 16
     """Files per request."""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``vitkit serve`` options, in the order a request meets them: the token, the request limits, the queue,
+    the decode threads, the batching, the answer."""
+
     token: str | None = None
+    """Required as ``Authorization: Bearer <token>`` when set."""
+    limits: Limits = field(default_factory=Limits)
+    max_queue: int = 64
+    """Requests in progress (decoding, waiting, running) beyond which new ones get 503."""
+    workers: int = 4
+    """Decode threads."""
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
     default_top_k: int = 5
 
 
@@ -88,6 +97,7 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="vitkit serve", lifespan=lifespan,
                   description=f"Classify images or videos with {engine.name}. Errors are {{\"error\": \"...\"}}.")
     app.state.batcher, app.state.engine, app.state.settings = batcher, engine, settings
+    limits = settings.limits
 
     @app.exception_handler(_Reply)
     async def _reply(_request: Request, error: _Reply) -> JSONResponse:
@@ -130,8 +140,7 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
     async def model(request: Request) -> dict[str, Any]:
         authorise(request)
         return {**engine.describe(), "token_required": settings.token is not None,
-                "limits": {"max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
-                           "max_files": settings.max_files, "timeout_s": settings.timeout_s}}
+                "limits": asdict(settings.limits)}
 
     @app.post("/v1/predict", summary="Top-k classes (and the attention rollout) of uploaded images or videos",
               openapi_extra={"requestBody": {"content": {
@@ -147,15 +156,15 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
                          {"Retry-After": "1"})
         active["requests"] += 1
         try:
-            results = await asyncio.wait_for(_answer(request, top_k, explain), settings.timeout_s)
+            results = await asyncio.wait_for(_answer(request, top_k, explain), limits.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
-            raise _Reply(504, f"timed out after {settings.timeout_s:g} s (--timeout)") from None
+            raise _Reply(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
         finally:
             active["requests"] -= 1
         return {"model": engine.name, "results": results}
 
     async def _answer(request: Request, top_k: int, explain: bool) -> list[dict[str, Any]]:
-        uploads = await _uploads(request, settings)
+        uploads = await _uploads(request, limits)
         answers = await asyncio.gather(*(_one(data, name, kind, top_k, explain) for name, kind, data in uploads),
                                        return_exceptions=True)
         for (name, _, _), answer in zip(uploads, answers):
@@ -169,16 +178,16 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
         loop = asyncio.get_running_loop()
         with batcher.expecting():  # the model thread may wait a little for this one
             prepared = await loop.run_in_executor(pool, engine.prepare, data, name, content_type, explain,
-                                                  settings.max_pixels)
+                                                  limits.max_pixels)
         output = await asyncio.wrap_future(batcher.submit(prepared, len(prepared.inputs)))
         return await loop.run_in_executor(pool, engine.answer, prepared, output, top_k)
 
     return app
 
 
-async def _uploads(request: Request, settings: Settings) -> list[tuple[str, str | None, bytes]]:
+async def _uploads(request: Request, limits: Limits) -> list[tuple[str, str | None, bytes]]:
     """(name, content type, bytes) of each uploaded file: multipart file fields, or the raw body as one file."""
-    body = await _body(request, int(settings.max_upload_mb * 1024 * 1024))
+    body = await _body(request, int(limits.max_upload_mb * 1024 * 1024))
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         if not body:
@@ -189,7 +198,7 @@ async def _uploads(request: Request, settings: Settings) -> list[tuple[str, str 
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=settings.max_files, max_fields=settings.max_files)
+        form = await Request(request.scope, replay).form(max_files=limits.max_files, max_fields=limits.max_files)
     except HTTPException as error:
         raise _Reply(400, f"malformed multipart body ({error.detail})") from None
     except Exception as error:  # noqa: BLE001 - the parser's complaints about fuzzed bodies are client errors

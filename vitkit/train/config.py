@@ -6,12 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..data.pipeline import Augment
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..data.pipeline import Augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,19 +42,19 @@ class TrainConfig:
     GPU; a CPU with native bf16 where a cached probe measured it faster, ``vitkit.fast.probe``), else fp32."""
     img_size: int | None = None
     """Training resolution; None uses the model's own."""
-    crop: str = "rrc"
+    crop: str = Augment.crop
     """``rrc`` random resized crop, ``shift`` pad-and-crop (small digits), ``center`` none."""
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    shift_pad: int = 2
-    flip: bool = True
-    augment: str = "trivial"
+    crop_scale: tuple[float, float] = Augment.crop_scale
+    shift_pad: int = Augment.shift_pad
+    flip: bool = Augment.flip
+    augment: str = Augment.policy
     """``trivial`` (TrivialAugment-Wide), ``randaugment`` or ``none``."""
-    randaugment_magnitude: int = 9
+    randaugment_magnitude: int = Augment.randaugment_magnitude
     """RandAugment's strength M on the paper's 0..30 scale (timm's ``rand-m9``)."""
-    randaugment_ops: int = 2
+    randaugment_ops: int = Augment.randaugment_ops
     """RandAugment's number N of operations per image (timm's ``rand-n2``)."""
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    mixup: float = Augment.mixup
+    cutmix: float = Augment.cutmix
     frames: int | None = None
     """Video: frames per clip (default: the model's ``num_frames``)."""
     frame_sampling: str = "uniform"
@@ -79,8 +77,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     crop_pct: float = 0.875
     """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size."""
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's
+    (IMAGENET_MEAN / IMAGENET_STD); the run resolves it when it starts and saves the values (normalisation.py)."""
     time_limit: float | None = None
     """Minutes of training after which the run stops early (its schedule is not changed)."""
     save_every: int = 0
@@ -92,8 +92,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
-        self.mean = tuple(self.mean)  # type: ignore[assignment]
-        self.std = tuple(self.std)  # type: ignore[assignment]
+        self.mean = None if self.mean is None else tuple(self.mean)  # type: ignore[assignment]
+        self.std = None if self.std is None else tuple(self.std)  # type: ignore[assignment]
         checks = [
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
@@ -129,7 +129,9 @@ class TrainConfig:
              "--weight-decay, --warmup-epochs and --clip-grad must be >= 0"),
             (0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}"),
-            (all(s > 0 for s in self.std), f"--std must be positive, got {self.std}"),
+            (self.mean is None or len(self.mean) == 3, f"--mean needs 3 values (R G B), got {self.mean}"),
+            (self.std is None or (len(self.std) == 3 and all(s > 0 for s in self.std)),
+             f"--std needs 3 positive values (R G B), got {self.std}"),
         ]
         for name, value in self._numbers():
             if not math.isfinite(value):  # nan / inf pass every comparison above or poison training later
@@ -146,10 +148,8 @@ class TrainConfig:
             found += [(f.name, float(v)) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return found
 
-    def augmentation(self) -> "Augment":
-        """The training augmentation these settings describe."""
-        from ..data.pipeline import Augment
-
+    def augmentation(self) -> Augment:
+        """The training augmentation these settings describe (its defaults are Augment's, written once)."""
         return Augment(self.crop, self.crop_scale, self.shift_pad, self.flip, self.augment, self.mixup, self.cutmix,
                        self.randaugment_magnitude, self.randaugment_ops)
 

@@ -56,6 +56,17 @@ def start(device: str | torch.device | None = None) -> tuple[Group, torch.device
     return Group(rank, world, local_rank), chosen
 
 
+def local_batch(batch_size: int, accum_steps: int, world: int) -> int:
+    """Each process's share of the global ``batch_size``, which must split evenly into ``accum_steps`` micro-batches."""
+    if batch_size % world:
+        raise VitkitError(f"--batch-size {batch_size} (the global batch) is not divisible by the {world} "
+                          "processes; pick a multiple")
+    if (batch_size // world) % accum_steps:
+        raise VitkitError(f"the per-process batch {batch_size // world} is not divisible by --accum-steps "
+                          f"{accum_steps}; change one of them")
+    return batch_size // world
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None:

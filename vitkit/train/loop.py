@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,69 +22,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ..data.images import ImageSet
 from ..errors import VitkitError
 from ..fast.precision import resolve_precision
-from ..models import create_model
-from ..store import CONFIG_FILE, atomic_write, atomic_write_json, model_config_json, read_config
-from . import distributed, report
 from ..outputs import claim_run_folder
-from .checkpoint import KEEP, load_checkpoint, save_checkpoint
+from ..store import CONFIG_FILE, atomic_write_json, load_model, model_config_json, state_dict_bytes
+from . import distributed, report
+from .bad_steps import BadStep
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .ema import make_ema
+from .epoch_stats import EpochStats
 from .eta import RunClock
 from .evaluate import autocast
 from .feed import Feed, resolve_workers
+from .model_setup import build_model, probe_model
+from .normalisation import resolve_normalisation
 from .optim import make_optimizer, warmup_cosine
+from .run_folder import check_run_folder, write_summary, write_weights
+from .stop import StopRequest
 from .tasks import make_task
 
 
 def log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
-
-
-class _StopRequest:
-    """Turns SIGINT / SIGTERM into a flag the loop checks between steps, so it can save and exit cleanly."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, sig: int, frame: Any) -> None:
-        self.signal = sig
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def ema_with_warmup(decay: float) -> Any:
-    """An EMA update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates.
-
-    A fixed 0.999 keeps about half of the random initial weights for the first ~700 steps, so early evaluations
-    (and "best" checkpoints) of the EMA copy show an untrained mixture; the ramp makes it follow the model early
-    and average over ~1 / (1 - decay) steps later.
-    """
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
-        if averaged[0].is_floating_point():  # AveragedModel groups the tensors by dtype
-            torch._foreach_lerp_(averaged, current, weight)
-        else:  # integer buffers (BatchNorm's batch count): keep the current value
-            torch._foreach_copy_(averaged, current)
-
-    return update
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -100,23 +61,24 @@ class Trainer:
                  overwrite: bool = False) -> None:
         self.run_dir = Path(config.out)
         self.group, self.device = distributed.start(device)
+        config, self.normalisation = resolve_normalisation(config, resumed=resume)  # before the data is read
         # The run records the precision it chose, so a resumed run keeps it on any machine.
         self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device),
                                                    workers=resolve_workers(config.workers))  # shards: the lane count
         if not resume:  # a new run never writes over a folder's files unless asked (see outputs.py)
             claim_run_folder(self.run_dir, overwrite=overwrite, clear=self.group.main)
-        self.local_batch = self._local_batch()
+        self.local_batch = distributed.local_batch(config.batch_size, config.accum_steps, self.group.world)
+        if config.fsdp and config.ema:
+            raise VitkitError("--fsdp cannot keep an --ema copy of the sharded model yet; drop one of the two")
         torch.manual_seed(config.seed)  # the same on every process: FSDP shards (does not broadcast) the init
         self.model = self._build_model_for_data()
         # Described before FSDP turns the class into FSDPVisionTransformer.
         self.model_json = model_config_json(self.model, class_names=self.class_names,
                                             preprocess=self.task.preprocess(), train=config.to_dict())
-        if self.group.main:
-            self._check_output(resume)
-        # use_buffers: the EMA copy must also track BatchNorm statistics (conv stem), or it evaluates with the
-        # running mean/var it was created with.
-        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
-                    if config.ema else None)
+        if self.group.main:  # fail before training, not hours later
+            weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+            check_run_folder(self.run_dir, weights, bool(config.ema), resume)
+        self.ema = make_ema(self.model, config.ema)
         self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
         self.steps_per_epoch = self.task.sizes[0] // config.batch_size
@@ -131,7 +93,7 @@ class Trainer:
                          device=self.device, order=epoch_order, cache=getattr(self.task, "cache", None), log=self._log)
         self.epoch, self.step, self.best_accuracy = 0, 0, -1.0
         self.history: list[dict[str, Any]] = []
-        self.partial = _EpochStats()
+        self.partial = EpochStats()
         self.bad_steps: list[str] = []
         self.last_checkpoint: str | None = None
         if resume:
@@ -145,14 +107,7 @@ class Trainer:
 
     def _build_model_for_data(self) -> nn.Module:
         c = self.config
-        try:
-            probe = create_model(c.model, device="meta", **c.model_args)
-        except (TypeError, ValueError) as error:  # e.g. --model-arg depth=x: a string where a number belongs
-            if isinstance(error, VitkitError):
-                raise
-            raise VitkitError(f"--model-arg {c.model_args} does not fit {c.model} ({error}); "
-                              "check the names and types of the values") from None
-        self.task = make_task(c, probe.config)
+        self.task = make_task(c, probe_model(c).config)
         if self.task.skipped:
             self._log(report.skipped_warning(self.task.skipped))
         train_size, val_size = self.task.sizes
@@ -160,61 +115,7 @@ class Trainer:
             raise VitkitError(f"no readable {self.task.kind}s left in {'train' if not train_size else 'val'} of {c.data}")
         self.class_names = self.task.class_names
         overrides = {**c.model_args, "num_classes": len(self.class_names), **self.task.model_overrides()}
-        model = self._pretrained(overrides) if c.init else create_model(c.model, **overrides)
-        model.grad_checkpointing = c.grad_checkpointing
-        if c.precision == "bf16" and self.device.type == "cpu":
-            from ..fast import use_matmul_attention  # faster than the fused kernel in bf16 on CPU (see fast/swap.py)
-
-            use_matmul_attention(model)
-        return model.to(self.device)
-
-    def _pretrained(self, overrides: dict[str, Any]) -> nn.Module:
-        """``--init``: the weights of a run or any source ``vitkit.load`` reads; an image ViT starting a video
-        model is inflated into it (the ViViT paper's initialisation, see models/inflate.py)."""
-        from ..interop.load import load as load_pretrained  # lazy: the interop layer is optional here
-        from ..models.inflate import inflate_from_image
-        from ..models.vit import VisionTransformer
-
-        c = self.config
-        source = load_pretrained(c.init, num_classes=overrides["num_classes"], image_size=overrides["image_size"])
-        if self.task.kind == "image" or not isinstance(source, VisionTransformer):
-            return source
-        video = create_model(c.model, **overrides)
-        fresh = inflate_from_image(video, source, c.inflate)  # type: ignore[arg-type]
-        self._log(f"initialised {c.model} from the image ViT {c.init} ({c.inflate.replace('_', ' ')} inflation); "
-                  f"{len(fresh)} tensors have no image counterpart and keep their fresh initialisation")
-        return video
-
-    def _local_batch(self) -> int:
-        c, world = self.config, self.group.world
-        if c.batch_size % world:
-            raise VitkitError(f"--batch-size {c.batch_size} (the global batch) is not divisible by the {world} "
-                              "processes; pick a multiple")
-        if (c.batch_size // world) % c.accum_steps:
-            raise VitkitError(f"the per-process batch {c.batch_size // world} is not divisible by --accum-steps "
-                              f"{c.accum_steps}; change one of them")
-        if c.fsdp and c.ema:
-            raise VitkitError("--fsdp cannot keep an --ema copy of the sharded model yet; drop one of the two")
-        return c.batch_size // world
-
-    def _check_output(self, resume: bool) -> None:
-        """Fail before training, not hours later: the run folder must be writable and hold the checkpoints."""
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".vitkit-write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as error:
-            raise VitkitError(f"cannot write to --out {self.run_dir} ({error.strerror or error}); "
-                              "choose a writable folder") from None
-        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
-        # A checkpoint holds the weights, AdamW's two moments and the EMA copy; KEEP + 1 exist while saving.
-        checkpoint = weights * (3 + (1 if self.config.ema else 0))
-        need = checkpoint if resume else (KEEP + 1) * checkpoint + 2 * weights
-        free = shutil.disk_usage(self.run_dir).free
-        if free < need * 1.1 + (16 << 20):
-            raise VitkitError(f"not enough free space in {self.run_dir}: {free / 2**20:.0f} MiB free, checkpoints "
-                              f"need about {need / 2**20:.0f} MiB; free space or choose another --out")
+        return build_model(c, overrides, self.task.kind != "image", self.device, self._log)
 
     def _restore(self) -> None:
         state, folder = load_checkpoint(self.run_dir, self._log, set_aside=self.group.main)
@@ -229,7 +130,7 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_accuracy, self.history = state["best_accuracy"], state["history"]
-        self.partial = _EpochStats(**state.get("partial", {}))
+        self.partial = EpochStats(**state.get("partial", {}))
         self.bad_steps = list(state.get("bad_steps", []))
         self.last_checkpoint = folder.name
         self._log(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch + 1}, step {self.step} of "
@@ -241,14 +142,14 @@ class Trainer:
         """Train to the end (or until a signal, the time limit or ``stop_after_steps``); returns the summary."""
         c = self.config
         if self.group.main:
-            self._write_config()
-        board = report.TensorBoard(self.run_dir, purge_step=self.global_step) if self.group.main else _NoBoard()
+            atomic_write_json(self.run_dir / CONFIG_FILE, self.model_json)
+        board = report.TensorBoard(self.run_dir, purge_step=self.global_step, enabled=self.group.main)
         start, steps_done = time.monotonic(), 0
         self.clock = RunClock(self.steps_per_epoch * c.epochs, self.global_step, c.time_limit and c.time_limit * 60)
         self._print_start()
         finished = False  # False while an exception unwinds: then no rank waits for the others
         try:
-            with _StopRequest() as stop:
+            with StopRequest() as stop:
                 while self.epoch < c.epochs:
                     train_stats = self._train_epoch(stop, stop_after_steps, steps_done)
                     steps_done += train_stats.pop("steps")
@@ -277,7 +178,7 @@ class Trainer:
         if self.group.main:
             log(message)
 
-    def _train_epoch(self, stop: _StopRequest, stop_after_steps: int | None, steps_done: int) -> dict[str, float]:
+    def _train_epoch(self, stop: StopRequest, stop_after_steps: int | None, steps_done: int) -> dict[str, float]:
         c = self.config
         self.wrapped.train()
         batches = self.feed.batches(self.epoch, self.step, self.steps_per_epoch)
@@ -351,27 +252,18 @@ class Trainer:
 
     def _skip_step(self, loss: float, norm: float, bad_input: bool) -> None:
         """Skip-and-count a step with non-finite values; past ``max_bad_steps`` stop, keeping the last checkpoint."""
-        c = self.config
-        what = "input batch" if bad_input else "loss" if not math.isfinite(loss) else "gradient norm"
-        value = "non-finite" if bad_input else loss if not math.isfinite(loss) else norm
+        c, bad = self.config, BadStep(loss, norm, bad_input)
         where = f"step {self.global_step + 1} (epoch {self.epoch + 1}, step {self.step + 1} of {self.steps_per_epoch})"
-        self.bad_steps.append(f"{where}: {what} {value}")
-        self._log(f"warning: skipped {where}: {what} is {value} ({len(self.bad_steps)} of at most "
+        self.bad_steps.append(f"{where}: {bad.what} {bad.value}")
+        self._log(f"warning: skipped {where}: {bad.what} is {bad.value} ({len(self.bad_steps)} of at most "
                   f"{c.max_bad_steps} skips)")
         if len(self.bad_steps) <= c.max_bad_steps:
             return
-        if bad_input:
-            cause = "the images hold NaN/inf (check --mean/--std and the data)"
-        elif not math.isfinite(loss):
-            cause = (f"the loss diverged: lower --lr (now {c.lr:g}), raise --warmup-epochs"
-                     + (" or use --precision fp32" if c.precision != "fp32" else ""))
-        else:
-            cause = f"the gradients overflowed: set --clip-grad (now {c.clip_grad:g}) or lower --lr (now {c.lr:g})"
         kept = f"the last good checkpoint, {self.last_checkpoint}, is kept" if self.last_checkpoint else \
             "no checkpoint was saved yet"
         raise VitkitError(f"training stopped at {where}: {len(self.bad_steps)} steps had non-finite values "
-                          f"(--max-bad-steps {c.max_bad_steps}), the last: {what} {value}; likely cause: {cause}; "
-                          f"{kept} in {self.run_dir}")
+                          f"(--max-bad-steps {c.max_bad_steps}), the last: {bad.what} {bad.value}; likely cause: "
+                          f"{bad.likely_cause(c)}; {kept} in {self.run_dir}")
 
     def _end_epoch(self, train_stats: dict[str, float], elapsed: float, board: report.TensorBoard) -> None:
         metrics = self.task.evaluate(self.eval_model, self.config.precision)
@@ -381,7 +273,7 @@ class Trainer:
         if "top5_accuracy" in metrics:
             row["val_top5_accuracy"] = metrics["top5_accuracy"]
         self.history.append(row)
-        self.partial = _EpochStats()
+        self.partial = EpochStats()
         improved = metrics["accuracy"] > self.best_accuracy
         if improved:
             self.best_accuracy = metrics["accuracy"]
@@ -403,14 +295,8 @@ class Trainer:
         model_state, optim_state = distributed.full_state(self.model, self.optimizer)  # a collective under FSDP
         if not self.group.main:
             return
-        weights = _weights_bytes(self.ema.module.state_dict() if self.ema is not None else model_state)
-        try:
-            if best:
-                atomic_write(self.run_dir / "model.safetensors", weights)
-            atomic_write(self.run_dir / "last.safetensors", weights)
-        except OSError as error:
-            raise VitkitError(f"could not write weights to {self.run_dir} ({error.strerror or error}); the last "
-                              f"good checkpoint, {self.last_checkpoint}, is intact: free space, then --resume") from None
+        weights = state_dict_bytes(self.ema.module if self.ema is not None else model_state)
+        write_weights(self.run_dir, weights, best, self.last_checkpoint)
         folder = save_checkpoint(self.run_dir, self.global_step, {
             "model": model_state, "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
@@ -419,9 +305,6 @@ class Trainer:
             "bad_steps": self.bad_steps,
         })
         self.last_checkpoint = folder.name
-
-    def _write_config(self) -> None:
-        atomic_write_json(self.run_dir / CONFIG_FILE, self.model_json)
 
     def _print_start(self) -> None:
         c = self.config
@@ -435,59 +318,15 @@ class Trainer:
         self._log(f"global batch {c.batch_size} = {self.group.world} process(es) x {self.local_batch} per process"
                   f" ({c.accum_steps} micro-batch(es) of {self.local_batch // c.accum_steps}), {engine}; lr {c.lr:g} "
                   "is for the global batch, so the process count changes nothing (scale --lr with --batch-size)")
+        self._log(self.normalisation)
         self._log(self.feed.describe())
 
     def _finish(self, elapsed: float) -> dict[str, Any]:
-        from ..store import load_model
-
         best, _ = load_model(self.run_dir, device=self.device)
         metrics = self.task.evaluate(best, "fp32")
         report.plot_confusion(self.run_dir / "plots" / "confusion_matrix.png", metrics["confusion_matrix"],
                               self.class_names)
-        summary = {
-            "run": str(self.run_dir), "model": self.config.model, "data": self.config.data,
-            "epochs_done": self.epoch, "train_minutes": round(elapsed / 60, 2),
-            "best_val_accuracy": metrics["accuracy"], "val_top5_accuracy": metrics.get("top5_accuracy"),
-            "val_samples": metrics["samples"], "skipped_files": len(self.task.skipped),
-            "plots": [str(self.run_dir / "plots" / "curves.png"), str(self.run_dir / "plots" / "confusion_matrix.png")],
-        }
-        atomic_write_json(self.run_dir / "summary.json", summary)
-        atomic_write_json(self.run_dir / "eval.json", metrics)
-        return summary
-
-
-class _EpochStats:
-    """Running loss and accuracy of the epoch in progress (saved in mid-epoch checkpoints)."""
-
-    def __init__(self, loss_sum: float = 0.0, correct: int = 0, seen: int = 0) -> None:
-        self.loss_sum, self.correct, self.seen = loss_sum, correct, seen
-
-    def add(self, loss: float, correct: int, count: int) -> None:
-        self.loss_sum, self.correct, self.seen = self.loss_sum + loss * count, self.correct + correct, self.seen + count
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(1, self.seen)
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / max(1, self.seen)
-
-
-class _NoBoard:
-    """What processes other than rank 0 log to TensorBoard: nothing."""
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
+        return write_summary(self.run_dir, self.config, self.epoch, elapsed, metrics, len(self.task.skipped))
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
@@ -497,12 +336,4 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     return Trainer(config, resume=resume, overwrite=overwrite).fit(stop_after_steps=stop_after_steps)
 
 
-def resume_config(run_dir: str | Path) -> TrainConfig:
-    """The training config saved in a run folder."""
-    meta = read_config(run_dir)
-    if "train" not in meta:
-        raise VitkitError(f"{run_dir} is a model folder, not a training run; nothing to resume")
-    return TrainConfig.from_dict(meta["train"]).replace(out=str(run_dir))
-
-
-__all__ = ["Trainer", "train", "resume_config", "ImageSet"]
+__all__ = ["Trainer", "train", "ImageSet"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from ..store import atomic_write
 
@@ -15,13 +15,16 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 class TensorBoard:
-    """TensorBoard scalars, if the tensorboard package is installed (silently off otherwise)."""
+    """TensorBoard scalars, if the tensorboard package is installed (silently off otherwise, or when not
+    ``enabled``: the processes other than rank 0 of a distributed run)."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.writer = None
             return
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
@@ -36,22 +39,40 @@ class TensorBoard:
             self.writer.close()
 
 
-def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> Path:
-    """Loss and accuracy per epoch, train and val, as ``plots/curves.png``."""
+class Panel(NamedTuple):
+    """One plot of :func:`plot_curves`: its curves as (metric key, legend label), and its axes' settings."""
+
+    curves: tuple[tuple[str, str], ...]
+    axes: dict[str, Any]
+
+
+CLASSIFICATION_PANELS = (
+    Panel((("train_loss", "train"), ("val_loss", "val")), {"ylabel": "cross-entropy", "title": "loss"}),
+    Panel((("train_accuracy", "train (augmented)"), ("val_accuracy", "val")),
+          {"ylabel": "accuracy", "title": "accuracy", "ylim": (0, 1)}),
+)
+"""Loss and accuracy, train and val: the image and video runs' curves."""
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(run_dir: Path, history: list[dict[str, Any]], panels: Sequence[Panel] = CLASSIFICATION_PANELS) -> Path:
+    """Metrics per epoch, one plot per panel side by side, as ``plots/curves.png``."""
+    plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
-    loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    acc_ax.plot(epochs, [row["train_accuracy"] for row in history], label="train (augmented)")
-    acc_ax.plot(epochs, [row["val_accuracy"] for row in history], label="val")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    for ax in (loss_ax, acc_ax):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for key, label in panel.curves:
+            ax.plot(epochs, [row[key] for row in history], label=label)
+        ax.set(xlabel="epoch", **panel.axes)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -64,11 +85,7 @@ def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> Path:
 
 def plot_confusion(path: Path, matrix: list[list[int]], class_names: list[str]) -> Path:
     """A confusion matrix heat map with counts, true classes as rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = len(class_names)
     size = min(16, 2 + 0.5 * n)
     fig, ax = plt.subplots(figsize=(size, size))

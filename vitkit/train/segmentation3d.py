@@ -57,6 +57,15 @@ class Seg3DConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+CURVES = (
+    report.Panel((("train_loss", "train (augmented crops)"), ("val_loss", "val")),
+                 {"ylabel": "cross-entropy", "title": "loss"}),
+    report.Panel((("val_miou", "val mIoU"), ("val_accuracy", "val accuracy")),
+                 {"title": "held-out scans", "ylim": (0, 1)}),
+)
+"""``plots/curves.png``: loss per epoch (train, val), and the val mIoU and accuracy."""
+
+
 class PointMLP(nn.Module):
     """The per-point baseline: colour, normal and height of each point alone, through a 3-layer MLP."""
 
@@ -213,7 +222,7 @@ class Segmentation3DRun:
             atomic_write_json(self.run_dir / "eval.json", metrics)
         atomic_write(self.run_dir / "last.safetensors", weights)
         report.write_metrics(self.run_dir, self.history)
-        plot_curves(self.run_dir, self.history)
+        report.plot_curves(self.run_dir, self.history, CURVES)
         save_checkpoint(self.run_dir, self.epoch, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
             "best_miou": self.best_miou, "history": self.history, "train_seconds": self.train_seconds})
@@ -231,32 +240,6 @@ class Segmentation3DRun:
                              str(self.run_dir / "plots" / "confusion_matrix.png")]}
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
-
-
-def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> Path:
-    """Loss per epoch (train, val) and val mIoU / accuracy, as ``plots/curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, iou_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train (augmented crops)")
-    loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    iou_ax.plot(epochs, [row["val_miou"] for row in history], label="val mIoU")
-    iou_ax.plot(epochs, [row["val_accuracy"] for row in history], label="val accuracy")
-    iou_ax.set(xlabel="epoch", title="held-out scans", ylim=(0, 1))
-    for ax in (loss_ax, iou_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    path = run_dir / "plots" / "curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def resume_run(run_dir: str | Path) -> Segmentation3DRun:

@@ -23,6 +23,7 @@ from ..data.stream import (EpochStream, FileImages, StepBatch, StepLoader, Strea
 from ..errors import VitkitError
 from .config import TrainConfig
 from .evaluate import _report, autocast
+from .tasks import BaseImageTask, image_prep
 
 EVAL_BATCH = 64
 
@@ -114,28 +115,11 @@ def evaluate_stream(model: nn.Module, source: Any, workers: int, class_names: li
     return _report(logits, labels, class_names, skipped)
 
 
-class _StreamedImageTask:
-    """What both streamed image tasks share: preprocessing, the model's input size, the skipped files."""
+class _StreamedImageTask(BaseImageTask):
+    """What both streamed image tasks share: the val files that their eval workers found unreadable."""
 
-    kind = "image"
-    prep: Preprocess
-    class_names: list[str]
     train_set: StreamedImageSet
     val_set: StreamedImageSet
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """Unreadable files met so far (the loop adds those its workers report)."""
-        return self.train_set.skipped + self.val_set.skipped
-
-    def describe(self) -> str:
-        return f"{self.prep.image_size} px"
-
-    def model_overrides(self) -> dict[str, Any]:
-        return {"image_size": self.prep.image_size}
-
-    def preprocess(self) -> dict[str, Any]:
-        return self.prep.to_dict()
 
     def _note_skipped(self, metrics: dict[str, Any]) -> dict[str, Any]:
         known = {p for p, _ in self.val_set.skipped}
@@ -147,7 +131,7 @@ class StreamedFolderTask(_StreamedImageTask):
     """An image folder read from disk at every use (``--cache none``, or ``auto`` for a large folder)."""
 
     def __init__(self, config: TrainConfig, image_size: int, workers: int, cache: CachePlan) -> None:
-        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+        self.prep = image_prep(config, image_size)
         found = find_dataset(Path(config.data), val_fraction=config.val_fraction, seed=config.seed)
         self.class_names = found.class_names
         self.train_set = StreamedImageSet(FileImages(found.train.paths, self.prep.short_side), found.train.labels,
@@ -155,10 +139,6 @@ class StreamedFolderTask(_StreamedImageTask):
         self.val_set = StreamedImageSet(FileImages(found.val.paths, self.prep.short_side), found.val.labels,
                                         found.class_names)
         self.aug, self.workers, self.cache = config.augmentation(), workers, cache
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        return len(self.train_set), len(self.val_set)
 
     def batch(self, indices: list[int], where: tuple[int, int, int],
               positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +155,7 @@ class ShardTask(_StreamedImageTask):
     come from :meth:`plan` (shards are read in order, not by index), see ``feed.py``."""
 
     def __init__(self, config: TrainConfig, image_size: int, workers: int) -> None:
-        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+        self.prep = image_prep(config, image_size)
         self.train_shards = open_shards(config.data, "train")
         self.val_shards = open_shards(config.val_data or config.data, "val")
         if self.val_shards.class_names != self.train_shards.class_names:

@@ -23,18 +23,20 @@ from .config import TrainConfig
 from .evaluate import evaluate, evaluate_clips
 
 
-class ImageTask:
-    """Image folders (or an embedded image set), center-crop evaluation."""
+def image_prep(config: TrainConfig, image_size: int) -> Preprocess:
+    """The eval preprocessing of a run: resize to ``image_size / crop_pct``, center crop, the run's mean/std."""
+    return Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+
+
+class BaseImageTask:
+    """What every image task shares (in memory here, streamed in ``stream_tasks.py``): the preprocessing, the
+    model's input size, the set sizes and the unreadable files."""
 
     kind = "image"
-    cache: Any = None
-    """The ``CachePlan`` that ``--cache`` chose (set by :func:`make_task`), for the start line."""
-
-    def __init__(self, config: TrainConfig, image_size: int) -> None:
-        self.prep = Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
-        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction, config.seed)
-        self.class_names = self.train_set.class_names
-        self.aug = config.augmentation()
+    prep: Preprocess
+    class_names: list[str]
+    train_set: Any
+    val_set: Any
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -42,6 +44,7 @@ class ImageTask:
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
+        """Unreadable files met so far (a streamed task adds those its workers report)."""
         return self.train_set.skipped + self.val_set.skipped
 
     def describe(self) -> str:
@@ -52,6 +55,19 @@ class ImageTask:
 
     def preprocess(self) -> dict[str, Any]:
         return self.prep.to_dict()
+
+
+class ImageTask(BaseImageTask):
+    """Image folders (or an embedded image set), center-crop evaluation."""
+
+    cache: Any = None
+    """The ``CachePlan`` that ``--cache`` chose (set by :func:`make_task`), for the start line."""
+
+    def __init__(self, config: TrainConfig, image_size: int) -> None:
+        self.prep = image_prep(config, image_size)
+        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction, config.seed)
+        self.class_names = self.train_set.class_names
+        self.aug = config.augmentation()
 
     def batch(self, indices: list[int], where: tuple[int, int, int],
               positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:

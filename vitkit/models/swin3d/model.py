@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import init_weights
 from .blocks import KNNDownsample, Swin3DStage, Upsample
 from .config import FEATURE_COLUMNS, Swin3DConfig
 from .sparse import SubmanifoldConv3d
@@ -51,7 +52,9 @@ class Swin3DUNet(nn.Module):
             for i in range(c.num_stages - 1, 0, -1))
         self.classifier = nn.Sequential(nn.Linear(c.channels[0], c.channels[0]), nn.BatchNorm1d(c.channels[0]),
                                         nn.ReLU(inplace=True), nn.Linear(c.channels[0], c.num_classes))
-        self.apply(_init_weights)
+        # As the official ``init_weights``: truncated-normal Linear weights (std 0.02), zero biases; the norms keep
+        # PyTorch's unit weights and zero biases. (The sparse convolutions and cRSE tables initialise themselves.)
+        self.apply(init_weights)
 
     def forward_voxels(self, inputs: VoxelInput) -> torch.Tensor:
         """Per-voxel logits [V, num_classes] of the stem voxels."""
@@ -73,14 +76,3 @@ class Swin3DUNet(nn.Module):
 
     def forward(self, inputs: VoxelInput) -> torch.Tensor:
         return self.forward_voxels(inputs)[inputs.point_to_voxel]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """As the official ``init_weights``: truncated-normal Linear weights (std 0.02), zero biases, unit norms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -1,0 +1,39 @@
+"""The run's input normalisation: ``--mean`` / ``--std`` when given, else the ``--init`` checkpoint's (its
+config.json / pretrained_cfg / preprocessor_config.json, see interop/normalisation.py), else ImageNet's. The
+resolved values are saved in the run's config.json (``train`` and ``preprocess``), so eval, predict, serve and a
+resumed run use the same."""
+
+from __future__ import annotations
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
+
+
+def resolve_normalisation(config: TrainConfig, resumed: bool = False) -> tuple[TrainConfig, str]:
+    """``config`` with ``mean`` and ``std`` filled in, and the start line saying which values and where from."""
+    given = "saved with the run" if resumed else "given (--mean/--std, or the embedded dataset's recipe)"
+    if config.mean is not None and config.std is not None:
+        return config, f"normalisation {_values(config.mean, config.std)}, {given}"
+    found = None
+    if config.init:
+        from ..interop.normalisation import checkpoint_normalisation  # lazy: the interop layer is optional here
+
+        found = checkpoint_normalisation(config.init)
+    if found is not None:
+        default_mean, default_std, origin = found.mean, found.std, f"from the checkpoint ({found.origin})"
+    else:
+        default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+        origin = "ImageNet's, the default" + (f" ({config.init} records none)" if config.init else "")
+    resolved = config.replace(mean=config.mean or default_mean, std=config.std or default_std)
+    if config.mean is None and config.std is None:
+        return resolved, f"normalisation {_values(resolved.mean, resolved.std)} {origin}"
+    mean_from, std_from = ("given", origin) if config.mean is not None else (origin, "given")
+    return resolved, f"normalisation mean={_text(resolved.mean)} {mean_from}, std={_text(resolved.std)} {std_from}"
+
+
+def _values(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """``mean=std=0.5`` or ``mean=0.485,0.456,0.406 std=0.229,0.224,0.225``."""
+    return f"mean=std={_text(mean)}" if mean == std else f"mean={_text(mean)} std={_text(std)}"
+
+
+def _text(values: tuple[float, ...]) -> str:
+    return f"{values[0]:g}" if len(set(values)) == 1 else ",".join(f"{v:g}" for v in values)
