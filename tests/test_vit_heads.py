@@ -125,6 +125,17 @@ def test_options_round_trip_through_vitkit_and_timm_files_and_count_exactly(over
             assert torch.equal(loaded(images), model(images)), fmt
 
 
+@pytest.mark.parametrize("num_classes", [3, 0])
+def test_a_distilled_checkpoint_loads_with_new_heads_for_other_classes(num_classes, tmp_path) -> None:
+    model = small(distilled=True)
+    path = save_as(model, "timm", tmp_path / "deit.safetensors")
+    tuned = vitkit.load(path, num_classes=num_classes)
+    assert tuned.config.distilled and tuned.config.num_classes == num_classes
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith(("head.", "head_dist."))}
+    assert all(torch.equal(tuned.state_dict()[k], v) for k, v in kept.items())
+    assert tuned(torch.randn(2, 3, 32, 32)).shape == (2, num_classes or 32)
+
+
 @pytest.mark.parametrize("overrides", [dict(distilled=True), dict(distilled=True, qk_norm=True)])
 def test_the_cls_readout_shortcut_keeps_the_distillation_token(overrides) -> None:
     model = small(**overrides)

@@ -115,8 +115,8 @@ def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTCo
         old, new = ("x".join(map(str, grid)) for grid in (source.grid_size, target.grid_size))
         log.warning(f"vitkit: resampled the position embedding from {old} to {new} patches (bicubic)")
     if target.num_classes != source.num_classes:
-        state.pop("head.weight", None)
-        state.pop("head.bias", None)
+        for key in ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias"):  # head_dist: DeiT distilled
+            state.pop(key, None)
         if target.num_classes:
             log.warning(f"vitkit: new {target.num_classes}-class head (the checkpoint's has {source.num_classes} "
                         "outputs); it starts untrained")
@@ -131,7 +131,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, n
     except RuntimeError as error:
         mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
         raise VitkitError(f"{source} does not fit the inferred model: {mismatch[:300]}") from None
-    missing = [key for key in missing if not (new_head and key.startswith("head."))]
+    missing = [key for key in missing if not (new_head and key.startswith(("head.", "head_dist.")))]
     if missing or unexpected:
         problems = [f"missing {', '.join(missing[:3])}" if missing else "",
                     f"unexpected {', '.join(unexpected[:3])}" if unexpected else ""]
