@@ -25,7 +25,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
           f"{c.num_classes} classes")
     kwargs = reference_kwargs(args.to, c)
     if kwargs:
-        print(f"build the {args.to} model with VisionTransformer(**{kwargs})")
+        cls = "deit.VisionTransformerDistilled" if getattr(c, "distilled", False) else "VisionTransformer"
+        print(f"build the {args.to} model with {cls}(**{kwargs})")
     return 0
 
 
