@@ -38,6 +38,9 @@ CASES = {
     "map_fc_norm": (VisionTransformer, dict(class_token=False, global_pool="map", fc_norm=True),
                     dict(pool="map", fc_norm=True)),
 }
+# The activation is not in the weights: these load with act= given (or from the architecture name, below).
+ACTS = {"quick_gelu": dict(pre_norm=True, norm_layer=CLIP_NORM), "gelu_tanh": dict(class_token=False,
+                                                                                   global_pool="map")}
 
 
 def reference(name: str, tmp_path, **extra) -> tuple[torch.nn.Module, object]:
@@ -82,6 +85,37 @@ def test_vitkit_weights_export_to_timm_with_equal_logits(name, tmp_path) -> None
     assert max_diff(logits(model, images), logits(exported, images)) <= 1e-5, name
 
 
+@pytest.mark.parametrize("act", list(ACTS))
+def test_the_mlp_activation_given_on_loading_gives_timms_logits_both_ways(act, tmp_path) -> None:
+    timm_model = randomize_(VisionTransformer(**BASE, **ACTS[act], act_layer=act))
+    path = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)
+    model = vitkit.load(path, heads=4, act=act)
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+    if act == "quick_gelu":  # far from GELU (the tanh form is within ~1e-4 of it: tested per MLP in core tests)
+        assert max_diff(logits(vitkit.load(path, heads=4), images), logits(timm_model, images)) > 1e-3
+    exported = VisionTransformer(**timm_kwargs(model.config)).eval()
+    exported.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
+    assert max_diff(logits(exported, images), logits(model, images)) <= 1e-5
+
+
+def test_a_timm_hub_folder_gives_heads_eps_and_activation_from_its_architecture_name(tmp_path) -> None:
+    """timm's Hub folders hold ``config.json`` with the architecture's name: a registered one tells what the
+    weights cannot (here OpenAI CLIP's QuickGELU, LayerNorm eps 1e-5, 12 heads)."""
+    import json
+
+    name = "vit_base_patch16_clip_quickgelu_224"
+    timm_model = randomize_(timm.create_model(name, pretrained=False, depth=1, img_size=64, num_classes=3))
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": name, "num_classes": 3,
+                                                      "pretrained_cfg": {"input_size": [3, 64, 64]}}))
+    model = vitkit.load(tmp_path)
+    assert (model.config.act, model.config.norm_eps, model.config.heads) == ("quick_gelu", 1e-5, 12)
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+
+
 def test_distilled_training_mode_averages_the_heads_as_timm_does(tmp_path) -> None:
     """timm returns the two heads separately only after ``set_distilled_training()``; otherwise, in training
     as in eval, the mean of both: vitkit's forward is that mean, always."""
@@ -115,6 +149,7 @@ NAMES = {
     "deit_b16_distilled": "deit_base_distilled_patch16_224", "clip_b32": "vit_base_patch32_clip_224",
     "clip_b16": "vit_base_patch16_clip_224", "clip_l14": "vit_large_patch14_clip_224",
     "siglip_b16": "vit_base_patch16_siglip_224",
+    "vit_base_patch16_clip_quickgelu_224": "vit_base_patch16_clip_quickgelu_224",  # an alias: clip_b16, QuickGELU
 }
 
 
@@ -131,8 +166,8 @@ def test_registered_names_have_timms_parameter_counts(name) -> None:
 def test_registered_names_compute_timms_logits(tmp_path) -> None:
     """Small versions of the names (depth 2, 64 px) with timm's weights give timm's logits."""
     for name, timm_name in NAMES.items():
-        if name in ("clip_l14", "deit_b16_distilled"):
-            continue  # the same options as clip_b16 / deit_s16_distilled, at a larger width
+        if name in ("clip_l14", "deit_b16_distilled") or "quickgelu" in name:
+            continue  # clip_b16 / deit_s16_distilled at a larger width; QuickGELU: from a Hub folder, above
         timm_model = randomize_(timm.create_model(timm_name, pretrained=False, num_classes=5, depth=2, img_size=64))
         path = tmp_path / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)

@@ -1,5 +1,5 @@
 """DeiT's distillation token, QK-norm, the norm before the blocks (``norm_pre``), the final norm before or after
-pooling (``fc_norm``) and attention pooling (``pool='map'``), each against its formula written out here from the
+pooling (``fc_norm``), attention pooling (``pool='map'``) and the MLP's activation (``act``), each against its formula written out here from the
 model's own weights, plus round trips, the [CLS] read-out shortcut and the one-line errors. timm parity is in
 ``test_interop_peers_timm_heads.py``."""
 
@@ -17,7 +17,7 @@ from vitkit.interop.save import save_as
 
 OPTIONS = [dict(distilled=True), dict(qk_norm=True), dict(norm_pre=True, norm_eps=1e-5),
            dict(class_token=False, pool="mean", fc_norm=False), dict(pool="map", class_token=False),
-           dict(pool="map", reg_tokens=2, qk_norm=True), dict(fc_norm=True)]
+           dict(pool="map", reg_tokens=2, qk_norm=True), dict(fc_norm=True), dict(act="quick_gelu")]
 
 
 def small(**overrides) -> vitkit.VisionTransformer:
@@ -113,6 +113,18 @@ def test_attention_pooling_is_a_latent_query_over_the_patches_then_a_residual_ml
         torch.testing.assert_close(model(images), model.head(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("act, formula", [
+    ("quick_gelu", lambda x: x * torch.sigmoid(1.702 * x)),
+    ("gelu_tanh", lambda x: 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))),
+])
+def test_act_is_the_mlps_activation_in_blocks_and_attention_pooling(act, formula) -> None:
+    model = small(act=act, pool="map")
+    x = torch.randn(2, 5, 32)
+    for mlp in (model.blocks[0].mlp, model.pool.mlp):
+        with torch.no_grad():
+            torch.testing.assert_close(mlp(x), mlp.fc2(formula(mlp.fc1(x))), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("overrides", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_options_round_trip_through_vitkit_and_timm_files_and_count_exactly(overrides, tmp_path) -> None:
     model = small(**overrides)
@@ -158,6 +170,7 @@ def test_timm_weights_of_a_plain_model_written_with_the_new_keys_load(tmp_path) 
     (dict(distilled=True, reg_tokens=2), "distilled=True reads [CLS] and the distillation token"),
     (dict(distilled=True, fc_norm=True), "fc_norm unset"),
     (dict(pool="max"), "pool must be one of 'cls', 'mean', 'map', got 'max'"),
+    (dict(act="relu"), "act must be one of 'gelu', 'gelu_tanh', 'quick_gelu', got 'relu'"),
 ])
 def test_invalid_combinations_are_one_line_errors(overrides, message) -> None:
     with pytest.raises(ConfigError) as error:
@@ -182,6 +195,7 @@ def test_formats_without_an_option_refuse_it_in_one_line(overrides, words, fmt, 
     ("siglip_b16", dict(pool="map", class_token=False)),
     ("vit_base_patch16_clip_384", dict(norm_pre=True, image_size=(384, 384))),
     ("deit_small_distilled_patch16_224", dict(distilled=True)),
+    ("vit_base_patch16_clip_quickgelu_224", dict(norm_pre=True, act="quick_gelu")),
 ])
 def test_registered_names(name, fields) -> None:
     config = vitkit.get_config(name)

@@ -29,7 +29,8 @@ TIMM_DEFAULT_TAGS = {
     "deit_base_distilled_patch16_224": "fb_in1k", "deit_base_distilled_patch16_384": "fb_in1k",
     "vit_base_patch32_clip_224": "laion2b_ft_in12k_in1k", "vit_base_patch16_clip_224": "laion2b_ft_in12k_in1k",
     "vit_base_patch16_clip_384": "laion2b_ft_in12k_in1k", "vit_large_patch14_clip_224": "laion2b_ft_in12k_in1k",
-    "vit_large_patch14_clip_336": "laion2b_ft_in12k_in1k",
+    "vit_large_patch14_clip_336": "laion2b_ft_in12k_in1k", "vit_base_patch32_clip_quickgelu_224": "laion400m_e32",
+    "vit_base_patch16_clip_quickgelu_224": "metaclip_2pt5b", "vit_large_patch14_clip_quickgelu_224": "dfn2b",
     "vit_base_patch16_siglip_224": "v2_webli", "vit_base_patch16_siglip_256": "v2_webli",
     "vit_base_patch16_siglip_384": "v2_webli",
 }

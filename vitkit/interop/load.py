@@ -28,6 +28,7 @@ from .hf import hints_from_hf_config
 from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name
 from .infer import infer_config
 from .resample import resample_pos_embed
+from .timm import architecture_hints
 from .transformers_vivit import vivit_config_from_transformers
 
 log = logging.getLogger("vitkit")
@@ -168,7 +169,8 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
         config, names = vivit_config_from_transformers(sidecar)
         return {"video_config": config, "class_names": names}
     input_size = (sidecar.get("pretrained_cfg") or {}).get("input_size")  # timm's Hub config
-    return {"image_size": tuple(input_size[-2:])} if input_size else {}
+    hints = architecture_hints(sidecar.get("architecture"))
+    return {**hints, "image_size": tuple(input_size[-2:])} if input_size else hints
 
 
 def _load_video(weights: SourceWeights, source: str, num_classes: int | None, image_size: Any,

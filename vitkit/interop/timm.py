@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import VitkitError
 from ..models.config import ViTConfig
 from ..models.heads import norm_after_pool
+from ..models.registry import aliases, get_config
 from .keymap import KeyMap, unexpressible
 
 # Block internals share timm's names: blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.
@@ -68,7 +69,8 @@ def timm_kwargs(config: ViTConfig) -> dict:
         pos_embed="none" if config.pos_embed == "none" else "learn", init_values=config.init_values,
         reg_tokens=config.reg_tokens, dynamic_img_size=config.dynamic_img_size,
     )
-    extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None)
+    extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None,
+                 act_layer=None if config.act == "gelu" else config.act)
     if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
         extra["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)
     return {**kwargs, **{key: value for key, value in extra.items() if value is not None}}
@@ -82,6 +84,15 @@ def check_timm(config: ViTConfig) -> None:
         "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
         "a convolutional stem": config.stem != "patch",
     })
+
+
+def architecture_hints(name: str | None) -> dict:
+    """What a timm architecture name (``architecture`` in the ``config.json`` of timm's Hub folders) tells that
+    the weights do not, where vitkit registers that name: heads, LayerNorm eps, the MLP's activation."""
+    if name not in aliases():
+        return {}
+    config = get_config(name)
+    return {"heads": config.heads, "norm_eps": config.norm_eps, "act": config.act}
 
 
 def timm_hints(state: dict[str, torch.Tensor]) -> dict:

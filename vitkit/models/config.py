@@ -16,6 +16,7 @@ Pooling = Literal["cls", "mean", "map"]
 PosEmbed = Literal["learned", "learned_patches", "sincos2d", "none"]
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
 @dataclass
@@ -71,6 +72,10 @@ class ViTConfig(TransformerConfig):
     norm_pre: bool = False
     """A LayerNorm on the tokens before the first block (Radford et al. 2021, CLIP's ``ln_pre``; timm's
     ``pre_norm=True``, key ``norm_pre``). As in CLIP and timm, the patch embedding then has no bias."""
+    act: Activation = "gelu"
+    """The MLP's activation: ``gelu`` (Hendrycks & Gimpel 2016, exact), ``gelu_tanh`` (its tanh approximation:
+    big_vision's SigLIP) or ``quick_gelu`` (OpenAI CLIP's ``x * sigmoid(1.702 x)``; timm's ``_quickgelu``
+    names). Weights do not show it: pass it when loading such a checkpoint from a file."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
@@ -92,6 +97,7 @@ class ViTConfig(TransformerConfig):
         check_choice("pos_embed", self.pos_embed, PosEmbed)
         check_choice("attention_axis", self.attention_axis, AttentionAxis)
         check_choice("stem", self.stem, Stem)
+        check_choice("act", self.act, Activation)
         patch = self.patch_size[0]
         if self.stem == "conv" and (self.patch_size[0] != self.patch_size[1] or patch < 2 or patch & (patch - 1)):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")

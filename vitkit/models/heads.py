@@ -22,11 +22,11 @@ class Pool(nn.Module):
     ``map`` (multihead attention pooling, Zhai et al. 2022; Lee et al. 2019's PMA): a learned ``latent`` query is
     projected (``q``) and attends to the patch tokens' keys and values (``kv``), through the output projection
     (``proj``), then a residual MLP with a LayerNorm (``norm``, ``mlp``): timm's ``AttentionPoolLatent`` with one
-    latent. Only this mode has parameters; ``dim``, ``heads``, ``hidden_dim`` and ``norm_eps`` size them.
+    latent. Only this mode has parameters; ``dim``, ``heads``, ``hidden_dim``, ``norm_eps`` and ``act`` define them.
     """
 
     def __init__(self, mode: str, num_prefix_tokens: int, dim: int = 0, heads: int = 1, hidden_dim: int = 0,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = 1e-6, act: str = "gelu") -> None:
         super().__init__()
         self.mode = mode
         self.num_prefix_tokens = num_prefix_tokens
@@ -37,7 +37,7 @@ class Pool(nn.Module):
             self.kv = nn.Linear(dim, 2 * dim)
             self.proj = nn.Linear(dim, dim)
             self.norm = nn.LayerNorm(dim, eps=norm_eps)
-            self.mlp = Mlp(dim, hidden_dim)
+            self.mlp = Mlp(dim, hidden_dim, act=act)
             nn.init.trunc_normal_(self.latent, std=dim**-0.5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

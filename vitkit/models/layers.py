@@ -213,13 +213,25 @@ class Attention(nn.Module):
         return F.dropout(weights, dropout, self.training) @ v
 
 
-class Mlp(nn.Module):
-    """The feed-forward network: Linear -> GELU -> Linear."""
+class QuickGELU(nn.Module):
+    """CLIP's activation (Radford et al. 2021): ``x * sigmoid(1.702 x)``, a sigmoid approximation of GELU."""
 
-    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def activation(name: str) -> nn.Module:
+    """The MLP activation named by a config's ``act``: ``gelu`` (exact), ``gelu_tanh``, ``quick_gelu``."""
+    return QuickGELU() if name == "quick_gelu" else nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+class Mlp(nn.Module):
+    """The feed-forward network: Linear -> GELU (or ``act``: see :func:`activation`) -> Linear."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, act: str = "gelu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
+        self.act = activation(act)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(dropout)
 
@@ -280,13 +292,14 @@ class Block(nn.Module):
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
     ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
     ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``),
-    ``qk_norm`` QK-norm in the attention.
+    ``qk_norm`` QK-norm in the attention, ``act`` the MLP's activation (:func:`activation`).
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
         attention: type[Attention] = Attention, init_values: float | None = None, qk_norm: bool = False,
+        act: str = "gelu",
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
@@ -294,7 +307,7 @@ class Block(nn.Module):
         self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout, qk_norm, norm_eps)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, hidden_dim, dropout)
+        self.mlp = Mlp(dim, hidden_dim, dropout, act)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path)
 

@@ -66,8 +66,8 @@ def get_spec(name: str) -> ModelSpec:
     if name in _ALIASES:
         target, overrides = _ALIASES[name]
         spec = _REGISTRY[target]
-        return ModelSpec(name, spec.config.replace(**overrides), spec.build, f"timm's name for {target}"
-                         + (f" at {overrides['image_size']} px" if overrides else ""))
+        return ModelSpec(name, spec.config.replace(**overrides), spec.build,
+                         f"timm's name for {target}{_variant(overrides)}")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, [*_REGISTRY, *_ALIASES], n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -84,8 +84,13 @@ def timm_name(name: str) -> str | None:
 
 def aliases() -> dict[str, str]:
     """Every timm-style alias and the vitkit model it names (``vit_b16``, ``vit_b16 at 384 px``)."""
-    return {alias: target + (f" at {over['image_size']} px" if over else "") for alias, (target, over) in
-            _ALIASES.items()}
+    return {alias: target + _variant(over) for alias, (target, over) in _ALIASES.items()}
+
+
+def _variant(overrides: dict[str, Any]) -> str:
+    """How an alias differs from its model, in words: `` at 384 px``, `` with act='quick_gelu'``."""
+    return "".join(f" at {value} px" if field == "image_size" else f" with {field}={value!r}"
+                   for field, value in overrides.items())
 
 
 def get_config(name: str, **overrides: Any) -> Any:
@@ -201,6 +206,7 @@ def _register_fine_tuning_vits() -> None:
         _ALIASES[f"{timm}_224"] = (f"clip_{size}{patch}", {})
         for image_size in sizes:
             _ALIASES[f"{timm}_{image_size}"] = (f"clip_{size}{patch}", {"image_size": image_size})
+        _ALIASES[f"{timm}_quickgelu_224"] = (f"clip_{size}{patch}", {"act": "quick_gelu"})  # OpenAI's exact act
     # SigLIP image tower (Zhai et al. 2023): no [CLS], attention pooling (MAP head).
     dim, depth, heads = VIT_SIZES["b"]
     register("siglip_b16", ViTConfig(dim=dim, depth=depth, heads=heads, class_token=False, pool="map"),

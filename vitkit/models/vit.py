@@ -53,12 +53,12 @@ class VisionTransformer(TransformerModel):
         self.blocks = block_stack(lambda rate: Block(
             c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
             drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps, attention=attention,
-            init_values=c.init_values, qk_norm=c.qk_norm,
+            init_values=c.init_values, qk_norm=c.qk_norm, act=c.act,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
         self.norm_after_pool = norm_after_pool(c)
-        self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps)
+        self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps, c.act)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = self._make_head() if c.distilled else None
         self.apply(init_weights)
