@@ -116,6 +116,28 @@ def test_a_timm_hub_folder_gives_heads_eps_and_activation_from_its_architecture_
     assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
 
 
+def test_a_timm_quickgelu_hub_name_keeps_its_activation_though_its_weights_are_the_plain_names(
+        tmp_path, monkeypatch) -> None:
+    """``timm:vit_base_patch16_clip_quickgelu_224`` downloads ``timm/vit_base_patch16_clip_224.TAG`` (as timm
+    does), whose ``config.json`` names the GELU architecture: the name asked for decides the activation."""
+    import json
+
+    from vitkit.interop import load as load_module
+    from vitkit.interop.hub import hub_repo
+
+    name = "vit_base_patch16_clip_quickgelu_224"
+    assert hub_repo(f"timm:{name}.openai") == "timm/vit_base_patch16_clip_224.openai"
+    timm_model = randomize_(timm.create_model(name, pretrained=False, depth=1, img_size=64, num_classes=3))
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_clip_224",
+                                                      "pretrained_cfg": {"input_size": [3, 64, 64]}}))
+    monkeypatch.setattr(load_module, "download", lambda source: tmp_path / "model.safetensors")
+    model = vitkit.load(f"timm:{name}.openai")
+    assert model.config.act == "quick_gelu"
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+
+
 def test_distilled_training_mode_averages_the_heads_as_timm_does(tmp_path) -> None:
     """timm returns the two heads separately only after ``set_distilled_training()``; otherwise, in training
     as in eval, the mean of both: vitkit's forward is that mean, always."""

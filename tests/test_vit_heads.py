@@ -1,7 +1,7 @@
 """DeiT's distillation token, QK-norm, the norm before the blocks (``norm_pre``), the final norm before or after
-pooling (``fc_norm``), attention pooling (``pool='map'``) and the MLP's activation (``act``), each against its formula written out here from the
-model's own weights, plus round trips, the [CLS] read-out shortcut and the one-line errors. timm parity is in
-``test_interop_peers_timm_heads.py``."""
+pooling (``fc_norm``), attention pooling (``pool='map'``) and the MLP's activation (``act``), each against its
+formula written out here from the model's own weights, plus round trips, the [CLS] read-out shortcut and the
+one-line errors. timm parity is in ``test_interop_peers_timm_heads.py``."""
 
 from __future__ import annotations
 

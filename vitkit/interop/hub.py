@@ -25,14 +25,13 @@ TIMM_DEFAULT_TAGS = {
     "deit3_small_patch16_224": "fb_in1k", "deit3_small_patch16_384": "fb_in1k",
     "deit3_base_patch16_224": "fb_in1k", "deit3_base_patch16_384": "fb_in1k",
     "vit_small_patch14_reg4_dinov2": "lvd142m",
-    "deit_tiny_distilled_patch16_224": "fb_in1k", "deit_small_distilled_patch16_224": "fb_in1k",
-    "deit_base_distilled_patch16_224": "fb_in1k", "deit_base_distilled_patch16_384": "fb_in1k",
-    "vit_base_patch32_clip_224": "laion2b_ft_in12k_in1k", "vit_base_patch16_clip_224": "laion2b_ft_in12k_in1k",
-    "vit_base_patch16_clip_384": "laion2b_ft_in12k_in1k", "vit_large_patch14_clip_224": "laion2b_ft_in12k_in1k",
-    "vit_large_patch14_clip_336": "laion2b_ft_in12k_in1k", "vit_base_patch32_clip_quickgelu_224": "laion400m_e32",
-    "vit_base_patch16_clip_quickgelu_224": "metaclip_2pt5b", "vit_large_patch14_clip_quickgelu_224": "dfn2b",
-    "vit_base_patch16_siglip_224": "v2_webli", "vit_base_patch16_siglip_256": "v2_webli",
-    "vit_base_patch16_siglip_384": "v2_webli",
+    **dict.fromkeys([f"deit_{size}_distilled_patch16_224" for size in ("tiny", "small", "base")], "fb_in1k"),
+    "deit_base_distilled_patch16_384": "fb_in1k",
+    **dict.fromkeys(["vit_base_patch32_clip_224", "vit_base_patch16_clip_224", "vit_base_patch16_clip_384",
+                     "vit_large_patch14_clip_224", "vit_large_patch14_clip_336"], "laion2b_ft_in12k_in1k"),
+    "vit_base_patch32_clip_quickgelu_224": "laion400m_e32", "vit_base_patch16_clip_quickgelu_224": "metaclip_2pt5b",
+    "vit_large_patch14_clip_quickgelu_224": "dfn2b",
+    **dict.fromkeys([f"vit_base_patch16_siglip_{size}" for size in (224, 256, 384)], "v2_webli"),
 }
 # Tried in order: safetensors first (no pickle), then the PyTorch pickle older repos have.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -54,7 +53,14 @@ def hub_repo(source: str) -> str:
             raise VitkitError(f"{source}: give the weights' tag (timm:{name}.TAG, see https://huggingface.co/timm); "
                               f"vitkit knows the default tag of {known}")
         name = f"{name}.{TIMM_DEFAULT_TAGS[name]}"
+    if prefix == "timm:":  # timm's QuickGELU CLIP names load the weights of the plain names
+        name = name.replace("_clip_quickgelu_", "_clip_")
     return PREFIXES[prefix] + name
+
+
+def timm_architecture(source: str) -> str | None:
+    """timm's architecture name in ``timm:NAME[.TAG]`` (None for other sources)."""
+    return source[len("timm:"):].split(".")[0] if source.startswith("timm:") else None
 
 
 def download(source: str) -> Path:

@@ -25,7 +25,7 @@ from ..store import load_model
 from .detect import BY_NAME, detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
-from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name
+from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
 from .infer import infer_config
 from .resample import resample_pos_embed
 from .timm import architecture_hints
@@ -101,7 +101,9 @@ def read_source(source: str) -> SourceWeights:
         sidecar = {**json.loads(checkpoint.metadata[CONFIG_METADATA_KEY]), **sidecar}
     class_names = sidecar.pop("class_names", None)
     state = fmt.to_vitkit(checkpoint.arrays)
-    return SourceWeights(state, fmt.name, {**hints, **sidecar}, path, class_names)
+    # The name asked for tells most (timm:NAME_quickgelu loads the weights of NAME, whose config.json says NAME).
+    named = architecture_hints(timm_architecture(source))
+    return SourceWeights(state, fmt.name, {**hints, **sidecar, **named}, path, class_names)
 
 
 def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTConfig) -> dict[str, torch.Tensor]:
