@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..interop.resample import resample_pos_embed
+from .activations import activation
 
 
 class PatchEmbed(nn.Module):
@@ -211,18 +212,6 @@ class Attention(nn.Module):
         weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
         self.weights = weights
         return F.dropout(weights, dropout, self.training) @ v
-
-
-class QuickGELU(nn.Module):
-    """CLIP's activation (Radford et al. 2021): ``x * sigmoid(1.702 x)``, a sigmoid approximation of GELU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def activation(name: str) -> nn.Module:
-    """The MLP activation named by a config's ``act``: ``gelu`` (exact), ``gelu_tanh``, ``quick_gelu``."""
-    return QuickGELU() if name == "quick_gelu" else nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
 
 
 class Mlp(nn.Module):
