@@ -150,3 +150,18 @@ def test_moving_digits_trains_through_the_same_loop(tmp_path) -> None:
     trainer = Trainer(config)
     assert trainer.task.sizes == (4000, 1000) and trainer.class_names == ["right", "left", "down", "up"]
     assert trainer.fit(stop_after_steps=3)["interrupted"]
+
+
+def test_video_eval_refuses_other_classes_before_decoding_a_video(videos, tmp_path, monkeypatch) -> None:
+    import vitkit.data.video_folder as video_folder
+    from vitkit.data.video_preprocess import VideoPreprocess, video_preprocess
+    from vitkit.data.video import ClipSampler
+    from vitkit.errors import VitkitError
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded videos before checking the classes")
+
+    monkeypatch.setattr(video_folder.VideoFolder, "__init__", no_decoding)
+    prep = VideoPreprocess.from_dict(video_preprocess(ClipSampler(4, size=32), 36))
+    with pytest.raises(VitkitError, match=r"has classes \['left', 'right'\] but the model was trained on \['up'"):
+        prep.eval_set(str(videos), ["up", "down"])

@@ -169,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / "eval")
     refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
     streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
-    val = prep.eval_set(args.data) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
+    val = prep.eval_set(args.data, class_names) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
         else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")

@@ -29,8 +29,9 @@ class VideoPreprocess:
                               int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), flip=False)
         return cls(sampler, int(data["short_side"]))
 
-    def eval_set(self, data: str) -> Any:
-        """The labelled videos to evaluate on: ``moving-digits``' val clips, ``data/val``, or ``data/<class>/*``."""
+    def eval_set(self, data: str, class_names: list[str] | None = None) -> Any:
+        """The labelled videos to evaluate on: ``moving-digits``' val clips, ``data/val``, or ``data/<class>/*``.
+        With ``class_names`` (the model's), a folder with other classes is refused before any video is decoded."""
         from pathlib import Path
 
         from ..data import moving_digits
@@ -41,7 +42,11 @@ class VideoPreprocess:
             return moving_digits.MovingDigits("val", self.sampler.num_frames, self.sampler.size)
         root = Path(data)
         root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
-        names, paths, labels = labelled_videos(root)  # the caller compares names with the model's classes
+        names, paths, labels = labelled_videos(root)
+        if class_names is not None and names != list(class_names):
+            from ..errors import VitkitError
+
+            raise VitkitError(f"{data} has classes {names} but the model was trained on {list(class_names)}")
         return VideoFolder(paths, labels, names, self.sampler, train=False, short_side=self.short_side)
 
     def files(self, paths: list[Any], class_names: list[str]) -> Any:
