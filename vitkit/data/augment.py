@@ -113,7 +113,7 @@ def posterize(image: torch.Tensor, bits: float) -> torch.Tensor:
 
 def solarize(image: torch.Tensor, threshold: float) -> torch.Tensor:
     """Invert the values at or above ``threshold`` (a fraction of 255; 1 leaves the image as it is)."""
-    return torch.where(image >= 255 * threshold, 255 - image, image)
+    return torch.lerp(image, 255 - image, (image >= 255 * threshold).to(image.dtype))  # 3x torch.where here
 
 
 def autocontrast(image: torch.Tensor, value: float = 0.0) -> torch.Tensor:
@@ -146,24 +146,21 @@ def _warp(image: torch.Tensor, inverse: list[list[float]]) -> torch.Tensor:
     """Resample ``image`` through ``inverse`` (2x3: output pixel -> input pixel, both with the origin at the image
     centre and pixel centres at ``i - (n - 1) / 2``), bilinear, grey outside."""
     _, h, w = image.shape
-    x, y = _centred(h, w)
     (a, b, c), (d, e, f) = inverse
-    # grid_sample's (-1, 1) spans the outer edges of the border pixels (align_corners=False). The products are
-    # taken on the row and the column, broadcast by the sum: the same numbers as on the full meshgrid.
-    grid = torch.empty(1, h, w, 2, dtype=image.dtype)
-    torch.add(a * x, b * y, out=grid[0, ..., 0]).add_(c).div_(w / 2)
-    torch.add(d * x, e * y, out=grid[0, ..., 1]).add_(f).div_(h / 2)
+    # grid_sample's (-1, 1) spans the outer edges of the border pixels (align_corners=False); one matrix product
+    # of the pixel centres (x, y, 1) maps them there, as torchvision computes its grid.
+    theta = torch.tensor([[a / (w / 2), d / (h / 2)], [b / (w / 2), e / (h / 2)], [c / (w / 2), f / (h / 2)]])
+    grid = _centres(h, w).matmul(theta).view(1, h, w, 2).to(image.dtype)
     stacked = torch.cat([image, torch.ones_like(image[:1])])[None]  # the last channel: how much lies inside
     sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return sampled[:-1].sub_(FILL).mul_(sampled[-1:]).add_(FILL)  # inside * (sampled - FILL) + FILL
 
 
 @functools.lru_cache(maxsize=8)
-def _centred(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates about the image centre: x [1, w] and y [h, 1] (shared: never modify them)."""
-    x = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2)[None, :]
-    y = (torch.arange(h, dtype=torch.float32) - (h - 1) / 2)[:, None]
-    return x, y
+def _centres(h: int, w: int) -> torch.Tensor:
+    """(x, y, 1) of every pixel centre, about the image centre, row by row: [h * w, 3] (shared: never modify it)."""
+    y, x = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten(), torch.ones(h * w)], dim=1)
 
 
 def shear_x(image: torch.Tensor, factor: float) -> torch.Tensor:
