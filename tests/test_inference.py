@@ -78,7 +78,10 @@ def test_pipeline_answers_what_vitkit_predict_answers_on_real_photos(image_model
     rows = classifier(photos)
     assert_same_answers(rows, predicted(image_model, photos, "--top-k", "2"))
     assert {row[0]["label"] for row in rows} == {"cat", "dog"}, "a model that always answers one class tests little"
-    assert classifier(photos[0]) == rows[0]  # one input -> one list
+    # One input -> one list. The scores agree to float noise, not bit for bit: the model's matrix products take
+    # another path for a batch of 1 than for a batch of 4.
+    assert_same_answers([classifier(photos[0])], [{"predictions": [{"class": r["label"], "probability": r["score"]}
+                                                                   for r in rows[0]]}])
 
 
 def test_every_input_form_of_one_image_gets_the_same_answer(image_model, photos, tmp_path) -> None:
@@ -103,8 +106,9 @@ def test_transforms_is_what_eval_feeds_the_model_and_a_hand_written_reference(im
     fed = FolderEval(FileImages(photos[:2], prep.short_side), [0, 0], prep)(0, 0).inputs  # vitkit eval's batch
     assert torch.equal(transform(photos[:2]), fed)
     assert torch.equal(transform(photos[1]), fed[1])
-    # By hand: shorter side to 73 (bicubic), the central 64 x 64, (x / 255 - 0.5) / 0.5. A PNG copy, so no
-    # reduced-scale JPEG decoding is involved.
+    # By hand: shorter side to 73 (Pillow's bicubic), the central 64 x 64, (x / 255 - 0.5) / 0.5. vitkit resizes
+    # with torch's uint8 bicubic kernel, which rounds a few pixels one level (rarely two) away from Pillow's: at
+    # most 2 levels, on under 1% of the values. A PNG copy, so no reduced-scale JPEG decoding is involved.
     image = Image.open(photos[0]).convert("RGB")
     w, h = image.size
     scale = 73 / min(w, h)
@@ -112,7 +116,9 @@ def test_transforms_is_what_eval_feeds_the_model_and_a_hand_written_reference(im
     top, left = (resized.shape[0] - 64) // 2, (resized.shape[1] - 64) // 2
     expected = (resized[top:top + 64, left:left + 64] / 255 - 0.5) / 0.5
     got = transform(image).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    level = 1 / 255 / 0.5
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2 * level + 1e-5)
+    assert (np.abs(got - expected) > 1e-5).mean() < 0.01
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def load_rgb(path: str | Path | bytes, min_size: int | None = None) -> Image.Ima
                     scale = min_size / min(image.size)
                     image.draft("RGB", (max(1, int(image.size[0] * scale)), max(1, int(image.size[1] * scale))))
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy of the pixels when nothing turns
                 return to_rgb(image)
     except BadImage:
         raise
@@ -64,7 +64,9 @@ def load_rgb(path: str | Path | bytes, min_size: int | None = None) -> Image.Ima
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB."""
+    """Convert any Pillow mode to 8-bit RGB (an RGB image is returned as it is, not copied)."""
+    if image.mode == "RGB":
+        return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit and float images: scale the actual range to 0..255 instead of clipping at 255.
         array = np.asarray(image, dtype=np.float64)

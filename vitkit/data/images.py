@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -37,7 +38,8 @@ class ImageSet:
 
 
 def fit_short_side(image: Image.Image, short_side: int) -> Image.Image:
-    """Resize so the shorter side is ``short_side`` (bicubic, antialiased), cropping extreme aspect ratios."""
+    """Resize so the shorter side is ``short_side`` (bicubic, antialiased), cropping extreme aspect ratios.
+    Models' inputs go through :func:`fit_tensor`, the same on tensors (faster)."""
     w, h = image.size
     if max(w, h) > MAX_ASPECT * min(w, h):
         keep = MAX_ASPECT * min(w, h)
@@ -51,12 +53,38 @@ def fit_short_side(image: Image.Image, short_side: int) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """Pillow RGB -> uint8 tensor [3, H, W]."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return _planar(image).contiguous()
+
+
+def _planar(image: Image.Image) -> torch.Tensor:
+    """Pillow RGB -> uint8 [3, H, W] viewing the pixels as Pillow lays them out (channels last in memory)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def fit_tensor(image: torch.Tensor, short_side: int) -> torch.Tensor:
+    """:func:`fit_short_side` on a uint8 tensor [3, H, W] -> contiguous uint8 [3, h, w]. torch's uint8 bicubic
+    antialiased kernel is within 2 levels of Pillow's (0.3% of pixels differ, by 1) and ~3x faster."""
+    h, w = image.shape[-2:]
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        keep = MAX_ASPECT * min(w, h)
+        top, left = (h - min(h, keep)) // 2, (w - min(w, keep)) // 2
+        image = image[:, top : top + min(h, keep), left : left + min(w, keep)]
+        h, w = image.shape[-2:]
+    scale = short_side / min(w, h)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image.contiguous()
+    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0].contiguous()
+
+
+def fit_image(image: Image.Image, short_side: int) -> torch.Tensor:
+    """A Pillow RGB image fitted to ``short_side`` (:func:`fit_tensor`): uint8 [3, h, w]."""
+    return fit_tensor(_planar(image), short_side)
 
 
 def load_for_model(path: str | Path | bytes, short_side: int) -> torch.Tensor:
     """Decode one file (or its bytes) and fit it to ``short_side``: uint8 [3, h, w]. Raises BadImage."""
-    return to_tensor(fit_short_side(load_rgb(path, min_size=short_side), short_side))
+    return fit_image(load_rgb(path, min_size=short_side), short_side)
 
 
 def decode_files(paths: list[Path], labels: list[int], class_names: list[str], short_side: int,
@@ -87,5 +115,5 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, class_names: list[str], 
     tensors = []
     for array in images:
         image = Image.fromarray(array).convert("RGB")
-        tensors.append(to_tensor(fit_short_side(image, short_side)))
+        tensors.append(fit_image(image, short_side))
     return ImageSet(tensors, [int(x) for x in labels], class_names, [f"#{i}" for i in range(len(tensors))])

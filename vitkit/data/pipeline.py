@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.utils.data import get_worker_info
 
 from . import augment
 from .images import ImageSet
@@ -71,14 +72,14 @@ def sample_generator(seed: int, epoch: int, step: int, position: int) -> torch.G
 
 
 def augment_image(image: torch.Tensor, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:
-    """One cached uint8 image -> an augmented float image [3, S, S] in 0..255."""
-    image = image.float()
+    """One cached uint8 image -> an augmented float image [3, S, S] in 0..255. The crop is resampled in uint8
+    (as torchvision does with uint8 images: the fast kernel, and only the crop is converted to float)."""
     if aug.crop == "rrc":
-        image = augment.random_resized_crop(image, prep.image_size, g, aug.crop_scale)
+        image = augment.random_resized_crop(image, prep.image_size, g, aug.crop_scale).float()
     elif aug.crop == "shift":
-        image = augment.random_shift(image, prep.image_size, g, aug.shift_pad)
+        image = augment.random_shift(image.float(), prep.image_size, g, aug.shift_pad)
     else:
-        image = augment.center_crop(image, prep.image_size)
+        image = augment.center_crop(image, prep.image_size).float()
     if aug.flip and torch.rand((), generator=g).item() < 0.5:
         image = image.flip(-1)
     if aug.policy == "trivial":
@@ -103,10 +104,27 @@ def train_batch(data: ImageSet, indices: list[int], prep: Preprocess, aug: Augme
     targets = torch.nn.functional.one_hot(torch.tensor([data.labels[i] for i in indices]), num_classes).float()
 
     def rows(ps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return augment.normalize(torch.stack([built[p] for p in ps]), prep.mean, prep.std), targets[ps]
+        return normalized_stack([built[p] for p in ps], prep), targets[ps]
 
     images, own_targets = rows(list(positions))
     if draw is None:
         return images, own_targets
     partners, partner_targets = rows([len(indices) - 1 - p for p in positions])
     return augment.apply_mix(images, own_targets, partners, partner_targets, draw)
+
+
+def normalized_stack(images: list[torch.Tensor], prep: Preprocess) -> torch.Tensor:
+    """``augment.normalize(torch.stack(images))``, the same numbers, faster: each image is normalised while it is
+    in the CPU cache, straight into the batch, which in a loader worker lies in shared memory (as the DataLoader's
+    own collation does), so handing it to the training process copies nothing."""
+    shape = (len(images), *images[0].shape) if images else (0, 3, prep.image_size, prep.image_size)
+    numel = shape[0] * shape[1] * shape[2] * shape[3]
+    if get_worker_info() is not None and numel:
+        out = torch.empty(0).new(torch.empty(0)._typed_storage()._new_shared(numel)).view(shape)
+    else:
+        out = torch.empty(shape)
+    mean = torch.tensor(prep.mean).view(-1, 1, 1) * 255
+    std = torch.tensor(prep.std).view(-1, 1, 1) * 255
+    for row, image in zip(out, images):
+        torch.sub(image, mean, out=row).div_(std)
+    return out

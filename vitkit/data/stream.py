@@ -81,10 +81,27 @@ def _init_worker(slots: WorkerSlots, worker: int) -> None:
     global _current
     _current = (slots, worker)
     slots.claim(worker)
+    _keep_freed_memory()
     # Ctrl-C (and a TERM sent to the process group) is the training process's to handle: it saves at the next
     # step boundary and then stops the workers itself (they also exit when it is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_FREED = 32 * 2**20
+
+
+def _keep_freed_memory() -> None:
+    """Let this worker's allocator keep up to 32 MiB it freed. By default glibc hands freed blocks over 128 KiB
+    back to the kernel, so every image-sized temporary of the augmentation is fresh memory, faulted in page by
+    page again (~12% of a worker's time at 224 px). A no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
+    except (OSError, AttributeError):
+        pass
 
 
 # --- a folder decoded on demand -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ..data.decode import BadImage, to_rgb
-from ..data.images import fit_short_side, load_for_model, to_tensor
+from ..data.images import fit_image, load_for_model
 from ..data.pipeline import Preprocess, eval_batch
 from ..data.video import BadVideo, decode_video
 from ..data.video_folder import MAX_FRAMES
@@ -50,7 +50,7 @@ class ImageTransform:
             except BadImage as error:
                 raise VitkitError(f"{_named(image)} is not a readable image ({error})") from None
         pil = to_rgb(ImageOps.exif_transpose(image)) if isinstance(image, Image.Image) else array_image(image)
-        return to_tensor(fit_short_side(pil, self.prep.short_side))
+        return fit_image(pil, self.prep.short_side)
 
     def __repr__(self) -> str:
         p = self.prep
