@@ -46,7 +46,9 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--val-data", str, "val shards, e.g. 'shards/val-{000000..000009}.tar' (default: the val split of --data)"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop"),
-    ("--time-limit", float, "stop after this many minutes of training (default: no limit)"),
+    ("--time-limit", float, "plan the run to this many minutes: the epochs that fit (measured), with the "
+                            "schedule ending at --min-lr when the time ends; --epochs, if given, is the most "
+                            "(default: no limit)"),
     ("--save-every", int, "also checkpoint every this many steps inside an epoch (0: only at epoch ends)"),
     ("--max-bad-steps", int, "steps with NaN/inf loss or gradients to skip before stopping"),
     ("--drop-path", float, "stochastic depth rate (a model option)"),
@@ -118,6 +120,10 @@ def build_train_config(args: argparse.Namespace):
     values["grad_checkpointing"] = args.grad_checkpointing
     values["fsdp"] = args.fsdp
     values["model_args"] = model_args
+    if values.get("time_limit") and args.epochs is None:  # the budget chooses the epochs (train/budget.py)
+        from ..train.budget import EPOCH_CAP
+
+        values["epochs"] = EPOCH_CAP
     values.setdefault("out", f"runs/{Path(data).name or 'data'}-{values.get('model', TrainConfig.model)}")
     return TrainConfig(**values)
 
@@ -142,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
     config = resume_config(args.resume) if args.resume else build_train_config(args)
     _tune_heap(args.heap, config.grad_checkpointing)
+    if args.plan_only:
+        return _print_plan(config, bool(args.resume))
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     summary = trainer.fit()
     if summary.get("interrupted"):
@@ -151,6 +159,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nbest val accuracy {summary['best_val_accuracy']:.2%} after {summary['epochs_done']} epochs "
           f"({summary['train_minutes']:.1f} min); model in {summary['run']}")
     print("plots: " + ", ".join(summary["plots"]))
+    return 0
+
+
+def _print_plan(config, resume: bool) -> int:
+    """``--plan-only``: build the run in a temporary folder, probe this machine, print the plan, train nothing."""
+    import tempfile
+
+    from ..errors import VitkitError
+    from ..train.loop import Trainer
+
+    if resume:
+        raise VitkitError("--plan-only plans a new run; drop --resume (a resumed run keeps its saved plan)")
+    with tempfile.TemporaryDirectory(prefix="vitkit-plan-") as folder:
+        trainer = Trainer(config.replace(out=folder))
+        try:
+            print(trainer.plan_text())
+        finally:
+            trainer.feed.close()
     return 0
 
 
@@ -322,6 +348,9 @@ def register(add) -> None:
                        help="under torchrun: shard the model (FSDP) instead of replicating it (DDP, the default)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                        help="override a model option, e.g. --model-arg depth=6 (repeatable)")
+    train.add_argument("--plan-only", action="store_true",
+                       help="print the plan (epochs, steps, warmup, expected minutes from a few measured steps, "
+                            "precision) and exit without training or writing --out")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run (all other options come from it)")
     train.add_argument("--overwrite", action="store_true",
                        help="start a new run in a non-empty --out: the files of an earlier run there are removed")

@@ -82,7 +82,8 @@ class TrainConfig:
     """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's
     (IMAGENET_MEAN / IMAGENET_STD); the run resolves it when it starts and saves the values (normalisation.py)."""
     time_limit: float | None = None
-    """Minutes of training after which the run stops early (its schedule is not changed)."""
+    """Minutes for the run: a measured plan picks the epochs that fit (``epochs`` is the most) and ends the
+    cosine schedule at ``min_lr`` when the time ends (see budget.py)."""
     save_every: int = 0
     """Also checkpoint every this many optimiser steps inside an epoch (0: only at epoch ends)."""
     max_bad_steps: int = 10

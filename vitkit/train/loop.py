@@ -29,8 +29,9 @@ from ..errors import VitkitError
 from ..fast.precision import resolve_precision
 from ..outputs import claim_run_folder
 from ..store import CONFIG_FILE, atomic_write_json, load_model, model_config_json, state_dict_bytes
-from . import distributed, report
+from . import budget, distributed, report
 from .bad_steps import BadStep
+from .budget import Budget, Pace
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import make_ema
@@ -40,7 +41,7 @@ from .evaluate import autocast
 from .feed import Feed, resolve_workers
 from .model_setup import build_model, probe_model
 from .normalisation import resolve_normalisation
-from .optim import make_optimizer, warmup_cosine
+from .optim import WarmupCosine, make_optimizer
 from .run_folder import check_run_folder, write_summary, write_weights
 from .stop import StopRequest
 from .tasks import make_task
@@ -79,29 +80,41 @@ class Trainer:
             weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
             check_run_folder(self.run_dir, weights, bool(config.ema), resume)
         self.ema = make_ema(self.model, config.ema)
-        self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
-        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
         self.steps_per_epoch = self.task.sizes[0] // config.batch_size
         if self.steps_per_epoch == 0:
             raise VitkitError(f"only {self.task.sizes[0]} training {self.task.kind}s for --batch-size {config.batch_size}; "
                               "lower the batch size")
-        total = self.steps_per_epoch * config.epochs
-        warmup = min(total - 1, round(config.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = warmup_cosine(self.optimizer, total, max(1, warmup), config.lr, config.min_lr)
-        self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
         self.feed = Feed(self.task, config, rank=self.group.rank, world=self.group.world, local_batch=self.local_batch,
                          device=self.device, order=epoch_order, cache=getattr(self.task, "cache", None), log=self._log)
+        self.schedule = self._plan_schedule(resume)  # before FSDP: the probe times a copy of the whole model
+        self.wrapped = distributed.wrap(self.model, self.group, self.device, config.fsdp)
+        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)  # after FSDP swaps parameters
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
         self.epoch, self.step, self.best_accuracy = 0, 0, -1.0
         self.history: list[dict[str, Any]] = []
         self.partial = EpochStats()
         self.bad_steps: list[str] = []
         self.last_checkpoint: str | None = None
+        self.save_s = 0.0  # how long the last checkpoint took: part of an epoch's cost for the plan
         if resume:
             self._restore()
 
     @property
     def global_step(self) -> int:
         return self.epoch * self.steps_per_epoch + self.step
+
+    @property
+    def planned_epochs(self) -> int:
+        """``--epochs``, or the epochs the time limit's plan holds now (see budget.py)."""
+        return self.schedule.total // self.steps_per_epoch
+
+    def plan_text(self) -> str:
+        """The plan's line (a run without ``--time-limit`` is probed first, for its expected minutes)."""
+        c = self.config
+        pace = self.budget.pace if self.budget else self._probe()
+        return budget.describe(self.schedule, self.steps_per_epoch, pace, c.precision, c.lr, c.min_lr,
+                               self.budget.budget_s if self.budget else None)
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -116,6 +129,28 @@ class Trainer:
         self.class_names = self.task.class_names
         overrides = {**c.model_args, "num_classes": len(self.class_names), **self.task.model_overrides()}
         return build_model(c, overrides, self.task.kind != "image", self.device, self._log)
+
+    def _plan_schedule(self, resume: bool) -> WarmupCosine:
+        """``--epochs`` of warmup + cosine; with ``--time-limit`` the budget's plan (a resumed run's schedule is
+        then restored from its checkpoint)."""
+        c, per_epoch = self.config, self.steps_per_epoch
+        self.budget = Budget(c.time_limit * 60, per_epoch, c.epochs) if c.time_limit else None
+        if self.budget is not None and not resume:
+            return self.budget.first_plan(self._probe(), c.warmup_epochs, c.min_lr / c.lr)
+        total = per_epoch * c.epochs
+        return WarmupCosine(total, max(1, min(total - 1, round(c.warmup_epochs * per_epoch))), c.min_lr / c.lr)
+
+    def _probe(self) -> Pace:
+        """The pace of this machine on the run's first batch (the mean over the processes)."""
+        (first,) = list(self.feed.batches(0, 0, 1))
+        pace = budget.probe_pace(self.model, first.inputs.to(self.device), first.targets.to(self.device),
+                                 self.config.precision, self.task.sizes[1])
+        return self._mean_pace(pace)
+
+    def _mean_pace(self, pace: Pace) -> Pace:
+        """Every process plans with the same numbers, so all take the same decisions."""
+        step_s, extra_s = distributed.sum_all([pace.step_s, pace.epoch_extra_s], self.group, self.device)
+        return Pace(step_s / self.group.world, extra_s / self.group.world)
 
     def _restore(self) -> None:
         state, folder = load_checkpoint(self.run_dir, self._log, set_aside=self.group.main)
@@ -132,6 +167,8 @@ class Trainer:
         self.best_accuracy, self.history = state["best_accuracy"], state["history"]
         self.partial = EpochStats(**state.get("partial", {}))
         self.bad_steps = list(state.get("bad_steps", []))
+        if self.budget is not None:
+            self.budget.used_before = state.get("budget_used_s", 0.0)
         self.last_checkpoint = folder.name
         self._log(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch + 1}, step {self.step} of "
             f"{self.steps_per_epoch}")
@@ -145,14 +182,18 @@ class Trainer:
             atomic_write_json(self.run_dir / CONFIG_FILE, self.model_json)
         board = report.TensorBoard(self.run_dir, purge_step=self.global_step, enabled=self.group.main)
         start, steps_done = time.monotonic(), 0
-        self.clock = RunClock(self.steps_per_epoch * c.epochs, self.global_step, c.time_limit and c.time_limit * 60)
+        if self.budget is not None:
+            self.budget.started = budget.now()
+        self.clock = RunClock(self.schedule.total, self.global_step, c.time_limit and c.time_limit * 60)
         self._print_start()
         finished = False  # False while an exception unwinds: then no rank waits for the others
         try:
             with StopRequest() as stop:
-                while self.epoch < c.epochs:
+                while self.epoch < self.planned_epochs:
+                    began = budget.now()
                     train_stats = self._train_epoch(stop, stop_after_steps, steps_done)
-                    steps_done += train_stats.pop("steps")
+                    steps = train_stats.pop("steps")
+                    steps_done += steps
                     if self.step < self.steps_per_epoch:  # interrupted mid-epoch
                         self._save_checkpoint()
                         reason = f"signal {stop.signal}" if stop.signal else "stop requested"
@@ -160,12 +201,11 @@ class Trainer:
                                   f"continue with `vitkit train --resume {self.run_dir}`")
                         finished = True
                         return {"interrupted": True, "epoch": self.epoch, "step": self.step}
-                    self._end_epoch(train_stats, time.monotonic() - start, board)
-                    late = c.time_limit is not None and time.monotonic() - start > c.time_limit * 60
-                    if distributed.any_true(late, self.group, self.device):
-                        self._log(f"time limit of {c.time_limit} min reached after epoch {self.epoch}")
-                        break
+                    step_s = (budget.now() - began) / max(1, steps)
+                    self._end_epoch(train_stats, time.monotonic() - start, board, step_s)
             finished = True
+            if self.budget is not None:
+                self._log(self.budget.done_text(self.epoch, self.scheduler.get_last_lr()[0], c.min_lr))
         finally:
             board.close()
             self.feed.close()
@@ -184,7 +224,7 @@ class Trainer:
         batches = self.feed.batches(self.epoch, self.step, self.steps_per_epoch)
         stats, steps, waited, began = self.partial, 0, 0.0, time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch * c.batch_size, initial=self.step * c.batch_size, unit="img",
-                   desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True,
+                   desc=f"epoch {self.epoch + 1}/{self.planned_epochs}", leave=False, dynamic_ncols=True,
                    disable=None if self.group.main else True)
         while self.step < self.steps_per_epoch:
             asked = stop.signal is not None or (stop_after_steps is not None and steps_done + steps >= stop_after_steps)
@@ -265,9 +305,13 @@ class Trainer:
                           f"(--max-bad-steps {c.max_bad_steps}), the last: {bad.what} {bad.value}; likely cause: "
                           f"{bad.likely_cause(c)}; {kept} in {self.run_dir}")
 
-    def _end_epoch(self, train_stats: dict[str, float], elapsed: float, board: report.TensorBoard) -> None:
+    def _end_epoch(self, train_stats: dict[str, float], elapsed: float, board: report.TensorBoard,
+                   step_s: float) -> None:
+        evaluated = budget.now()
         metrics = self.task.evaluate(self.eval_model, self.config.precision)
         self.epoch, self.step = self.epoch + 1, 0
+        # Re-planned before the checkpoint, which must hold the schedule the run goes on with.
+        note = self._replan(Pace(step_s, budget.now() - evaluated + self.save_s)) if self.budget else None
         row = {"epoch": self.epoch, **train_stats, "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"],
                "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 1)}
         if "top5_accuracy" in metrics:
@@ -282,9 +326,18 @@ class Trainer:
             report.write_metrics(self.run_dir, self.history)
             board.scalars({k: v for k, v in row.items() if k != "epoch"}, self.epoch * self.steps_per_epoch)
             report.plot_curves(self.run_dir, self.history)
-        self._log(f"epoch {self.epoch}/{self.config.epochs}  train loss {row['train_loss']:.4f}  "
+        self._log(f"epoch {self.epoch}/{self.planned_epochs}  train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.2%}{'  (best)' if improved else ''}  "
+            f"lr {row['lr']:.2e}  "
             f"[{elapsed / 60:.1f} min, run ETA {self.clock.text(self.global_step)}]")
+        if note:
+            self._log(note)
+
+    def _replan(self, pace: Pace) -> str | None:
+        """Move the schedule's end if the last epoch's pace fits another number of epochs in the budget."""
+        note = self.budget.replan(self.schedule, self.epoch, self._mean_pace(pace))
+        self.clock.total = self.schedule.total
+        return note
 
     @property
     def eval_model(self) -> nn.Module:
@@ -292,6 +345,7 @@ class Trainer:
 
     def _save_checkpoint(self, best: bool = False) -> None:
         """Rank 0 writes last.safetensors (and model.safetensors when ``best``), then a verified checkpoint."""
+        began = budget.now()
         model_state, optim_state = distributed.full_state(self.model, self.optimizer)  # a collective under FSDP
         if not self.group.main:
             return
@@ -302,9 +356,10 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "rng": torch.get_rng_state(), "epoch": self.epoch, "step": self.step,
             "best_accuracy": self.best_accuracy, "history": self.history, "partial": vars(self.partial),
-            "bad_steps": self.bad_steps,
+            "bad_steps": self.bad_steps, **budget.state(self.budget),
         })
         self.last_checkpoint = folder.name
+        self.save_s = budget.now() - began
 
     def _print_start(self) -> None:
         c = self.config
@@ -312,8 +367,10 @@ class Trainer:
         train_size, val_size = self.task.sizes
         self._log(f"training {c.model} ({params / 1e6:.2f}M params) on {c.data}: {train_size} train / {val_size} val "
                   f"{self.task.kind}s, {len(self.class_names)} classes, {self.task.describe()}, "
-                  f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, {c.precision}, {self.device} -> "
+                  f"{self.steps_per_epoch} steps/epoch x {self.planned_epochs} epochs, {c.precision}, {self.device} -> "
                   f"{self.run_dir}")
+        if self.budget is not None:
+            self._log(f"--time-limit {c.time_limit:g} min (at most {c.epochs} epochs) {self.plan_text()}")
         engine = ("FSDP" if c.fsdp else "DDP") if self.group.active else "1 process"
         self._log(f"global batch {c.batch_size} = {self.group.world} process(es) x {self.local_batch} per process"
                   f" ({c.accum_steps} micro-batch(es) of {self.local_batch // c.accum_steps}), {engine}; lr {c.lr:g} "

@@ -31,15 +31,40 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
+class WarmupCosine:
+    """The learning-rate factor at each step: linear warmup over ``warmup`` steps, then a cosine from 1 down to
+    ``floor`` (min_lr / lr), reached at step ``total``.
+
+    The cosine's progress is linear in the step from (``start``, ``start_progress``) to (``total``, 1); at first
+    that is (``warmup``, 0), the plain warmup + cosine. :meth:`retarget` moves the end: the progress reached so
+    far is kept and the rest is spread over the new remaining steps, so the rate never jumps. A
+    ``LambdaLR`` saves this object's attributes in its state dict, so a resumed run continues the same curve."""
+
+    def __init__(self, total: int, warmup: int, floor: float) -> None:
+        self.total, self.warmup, self.floor = total, warmup, floor
+        self.start, self.start_progress = warmup, 0.0
+
+    def progress(self, step: int) -> float:
+        """0 at the end of the warmup, 1 from ``total`` on."""
+        if step < self.start:
+            return self.start_progress
+        return min(1.0, self.start_progress + (1 - self.start_progress) * (step - self.start)
+                   / max(1, self.total - self.start))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+    def retarget(self, step: int, total: int) -> None:
+        """Reach the floor at ``total`` (> ``step``) instead, continuing from the rate of ``step``."""
+        if step > self.start:
+            self.start, self.start_progress = step, self.progress(step)
+        self.total = total
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr: float,
                   min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps``."""
-    floor = min_lr / lr
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps``
+    (``scheduler.lr_lambdas[0]`` is the :class:`WarmupCosine`, for re-planning the end)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr / lr))
