@@ -77,11 +77,15 @@ def test_a_replan_follows_the_measured_pace(monkeypatch) -> None:
     plan = Budget(300.0, 10, cap=1000)
     schedule = plan.first_plan(Pace(1.0, 5.0), warmup_epochs=1.0, floor=0.01)
     assert (schedule.total, schedule.warmup) == (190, 10)  # (300 * 0.97 - 5) // (10 * 1 + 5) = 19 epochs
-    clock[0] = 15.0
-    assert plan.replan(schedule, 1, Pace(1.0, 5.0)) is None  # on pace: nothing moves
-    clock[0] = 15.0 + 25.0
-    assert "11 epochs instead of 19" in plan.replan(schedule, 2, Pace(2.0, 5.0))  # 2 + (291 - 40 - 5) // 25
-    assert schedule.total == 110 and schedule(110) == pytest.approx(0.01, rel=1e-12)
+    clock[0] = 30.0
+    assert plan.replan(schedule, 1, Pace(3.0, 0.0)) is None  # a process's first epoch (start-up) re-plans nothing
+    clock[0] = 45.0
+    # Back on the probe's pace, but the start-up's extra 15 s are spent: 2 + (291 - 45 - 5) // 15
+    assert "18 epochs instead of 19" in plan.replan(schedule, 2, Pace(1.0, 5.0))
+    clock[0] = 45.0 + 25.0
+    # The mean of the later epochs: 1.5 s/step, 20 s/epoch: 3 + (291 - 70 - 5) // 20
+    assert "13 epochs instead of 18" in plan.replan(schedule, 3, Pace(2.0, 5.0))
+    assert schedule.total == 130 and schedule(130) == pytest.approx(0.01, rel=1e-12)
 
 
 STEP_S, EVAL_S = 1.0, 2.0

@@ -5,13 +5,14 @@ model with the run's first batch and precision, and one forward pass for the cos
 number of whole epochs whose steps, evaluations and checkpoints fit in the budget less a safety margin and one
 final evaluation; the cosine schedule ends at ``min_lr`` at the last step of the last planned epoch.
 
-After every epoch the plan is checked against the pace of that epoch (its steps, data waits included, and its
-evaluation and checkpoint); when a different number of epochs fits, the schedule's end moves
-(:meth:`WarmupCosine.retarget`: the rate stays continuous and still reaches the floor at the new end). The end is
-never before the first epoch end after the warmup. ``epochs`` of the config is an upper bound (the command line
-lifts it to ``EPOCH_CAP`` when ``--time-limit`` is given without ``--epochs``). The budget counts the time of
-training, evaluation and checkpoints, across resumes (the time used is saved in each checkpoint); loading the
-data and the probe come before it.
+After every epoch the plan is checked against the measured pace (steps, data waits included, evaluation and
+checkpoint; the mean over this process's epochs but its first, whose start-up costs do not recur); when a
+different number of epochs fits, the schedule's end moves (:meth:`WarmupCosine.retarget`: the rate stays
+continuous and still reaches the floor at the new end). The end is never before the first epoch end after the
+warmup. ``epochs`` of the config is an upper bound (the command line lifts it to ``EPOCH_CAP`` when
+``--time-limit`` is given without ``--epochs``). The budget counts the time of training, evaluation and
+checkpoints, across resumes (the time used is saved in each checkpoint); loading the data and the probe come
+before it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Budget:
         self.budget_s, self.steps_per_epoch, self.cap = budget_s, steps_per_epoch, cap
         self.used_before, self.started = used_s, now()
         self.pace: Pace | None = None
+        self.paces: list[Pace] = []  # of this process's epochs
 
     def used(self) -> float:
         """Seconds of the budget spent, earlier processes of the run included."""
@@ -122,17 +124,21 @@ class Budget:
 
     def replan(self, schedule: WarmupCosine, done: int, pace: Pace) -> str | None:
         """After epoch ``done`` at ``pace``: move the schedule's end if another number of epochs fits; says
-        what changed (None if nothing did)."""
-        self.pace, planned = pace, schedule.total // self.steps_per_epoch
-        if done >= planned:
+        what changed (None if nothing did). The pace planned with is the mean of this process's epochs but its
+        first, which carries the start-up (loader workers, caches, compilation): that one re-plans nothing."""
+        self.paces.append(pace)
+        planned, later = schedule.total // self.steps_per_epoch, self.paces[1:]
+        if done >= planned or not later:
             return None
+        self.pace = pace = Pace(sum(p.step_s for p in later) / len(later),
+                                sum(p.epoch_extra_s for p in later) / len(later))
         earliest = first_end_after_warmup(schedule.warmup, self.steps_per_epoch)
         epochs = epochs_in_budget(self.budget_s, self.used(), done, self.steps_per_epoch, pace, self.cap, earliest)
         if epochs == planned:
             return None
         schedule.retarget(done * self.steps_per_epoch, epochs * self.steps_per_epoch)
-        return (f"plan: {epochs} epochs instead of {planned} (the last epoch took {pace.epoch_s(self.steps_per_epoch):.1f} s "
-                f"at {1000 * pace.step_s:.0f} ms/step; {self.used() / 60:.2f} of {self.budget_s / 60:g} min used)")
+        return (f"plan: {epochs} epochs instead of {planned} (an epoch takes "
+                f"{pace.epoch_s(self.steps_per_epoch):.1f} s at {1000 * pace.step_s:.0f} ms/step; {self.used() / 60:.2f} of {self.budget_s / 60:g} min used)")
 
     def done_text(self, epochs: int, last_lr: float, min_lr: float) -> str:
         """The line after a planned run: the minutes used and the last learning rate (the schedule's floor)."""
