@@ -143,6 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train.run_folder import resume_config
 
     if args.task == "segmentation3d" or segmentation3d.is_segmentation3d_run(args.resume):
+        if args.plan_only:
+            from ..errors import VitkitError
+
+            raise VitkitError("--plan-only plans image and video runs; segmentation3d has no planner yet")
         return segmentation3d.run_from_args(args)  # point clouds have a runner of their own
 
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
