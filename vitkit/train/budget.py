@@ -56,7 +56,7 @@ def epochs_in_budget(budget_s: float, used_s: float, done: int, steps_per_epoch:
     """Epochs in all (``done`` of them already trained, ``used_s`` spent) that fit in ``budget_s`` less the
     margin and one final evaluation; at least ``earliest`` and ``done + 1``, at most ``cap``."""
     left = budget_s * (1 - margin) - used_s - pace.epoch_extra_s
-    more = math.floor(left / pace.epoch_s(steps_per_epoch)) if left > 0 else 0
+    more = math.floor(left / max(pace.epoch_s(steps_per_epoch), 1e-9)) if left > 0 else 0
     return min(cap, max(done + more, done + 1, earliest))
 
 
@@ -118,7 +118,7 @@ class Budget:
     def first_plan(self, pace: Pace, warmup_epochs: float, floor: float) -> WarmupCosine:
         """The schedule of a new run at ``pace``."""
         self.pace = pace
-        epochs = epochs_in_budget(self.budget_s, self.used(), 0, self.steps_per_epoch, pace, self.cap)
+        epochs = epochs_in_budget(self.budget_s, self.used_before, 0, self.steps_per_epoch, pace, self.cap)
         total = epochs * self.steps_per_epoch
         return WarmupCosine(total, planned_warmup(warmup_epochs, self.steps_per_epoch, total), floor)
 
