@@ -49,7 +49,8 @@ def test_train_help_shows_the_effective_defaults_and_choices() -> None:
     text = subparsers()["train"].format_help()
     for shown in ["--task {image,video,segmentation3d}", "--augment {trivial,randaugment,none}", "--precision {auto,bf16,fp32}",
                   "(default: 30; 40 for the embedded mnist-5k)", "(default: vit_ti16; vit_mnist for the embedded",
-                  "(default: 9)", "(default: 0.875; 1.0 for the embedded mnist-5k)", "examples:"]:
+                  "(default: 9)", "examples:",
+                  "(default: the --init checkpoint's, else the embedded dataset's, 1.0 for mnist-5k, else 0.875)"]:
         assert shown in " ".join(text.split()), f"`vitkit train --help` does not show {shown!r}:\n{text}"
     assert "(default: None)" not in text
 

@@ -50,15 +50,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace, model) -> dict | None:
-    """For ``--to vitkit``: the source's normalisation (see interop/normalisation.py) as a vitkit folder records
-    it, so eval, predict and ``vitkit train --init`` use it; None when the source records none."""
+    """For ``--to vitkit`` and ``--to hf``: the source's preprocessing (mean, std, crop; see
+    interop/normalisation.py) as a vitkit folder records it, so eval, predict, ``vitkit train --init`` and a
+    transformers pipeline use it. None for other targets, video models, and a ``--to vitkit`` source recording
+    none; ``--to hf`` then writes what ``vitkit.open`` uses for such a source, and says so."""
     from ..interop.normalisation import checkpoint_normalisation
 
-    found = checkpoint_normalisation(args.source) if args.to == "vitkit" else None
-    if found is None or hasattr(model.config, "num_frames"):  # video folders record their clip sampling too
+    height, width = model.config.image_size
+    if args.to not in ("vitkit", "hf") or hasattr(model.config, "num_frames") or height != width:
+        return None  # video: its clip sampling too; non-square: vitkit's eval center-crops squares
+    found = checkpoint_normalisation(args.source)
+    if found is not None:
+        return found.preprocess(height)
+    if args.to == "vitkit":
         return None
-    size = model.config.image_size[0]
-    return {"image_size": size, "short_side": round(size / 0.875), "mean": list(found.mean), "std": list(found.std)}
+    from ..inference.open import default_preprocess
+
+    prep = default_preprocess(model.config, {}).to_dict()
+    print(f"{args.source} records no preprocessing: preprocessor_config.json gets vitkit's defaults for it "
+          f"(shorter side {prep['short_side']}, center crop {height}, mean=std=0.5, the original ViT weights')")
+    return prep
 
 
 def _architecture(args: argparse.Namespace) -> dict:

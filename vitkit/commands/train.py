@@ -45,7 +45,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
                      "memory), ram or none (read the files at every use)"),
     ("--val-data", str, "val shards, e.g. 'shards/val-{000000..000009}.tar' (default: the val split of --data)"),
     ("--val-fraction", float, "val share when the folder has no train/val split"),
-    ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop"),
+    ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop (default: "
+                          "the --init checkpoint's, else the embedded dataset's, 1.0 for mnist-5k, else 0.875)"),
     ("--time-limit", float, "plan the run to this many minutes: the epochs that fit (measured), with the "
                             "schedule ending at --min-lr when the time ends; --epochs, if given, is the most "
                             "(default: no limit)"),
@@ -96,8 +97,8 @@ def build_train_config(args: argparse.Namespace):
 
     data = args.data or "mnist-5k"
     values = recipe_for(data)
-    if args.init:  # the weights expect their own normalisation, not the recipe's from-scratch one
-        values = {k: v for k, v in values.items() if k not in ("mean", "std")}
+    if args.init:  # the weights expect their own normalisation and crop, not the recipe's from-scratch ones
+        values = {k: v for k, v in values.items() if k not in ("mean", "std", "crop_pct")}
     values["data"] = data
     model_args = _model_args(args.model_arg or [])
     for option, _, _ in _OPTIONS:

@@ -6,8 +6,10 @@ serve and ``vitkit.pipeline`` all open models here.
            -> anything ``vitkit.load`` reads (timm / HF / torchvision / JAX files and folders, timm:NAME, hf:ORG/NAME)
     -> int8 / token merging when asked -> eval mode, on the device -> :class:`OpenedModel`
 
-A model without saved preprocessing (not trained by vitkit) gets timm's evaluation defaults for its size:
-shorter side to size / 0.875, centre crop, mean and std 0.5 (the original ViT weights' normalisation).
+A timm or transformers checkpoint uses the mean, std and crop fraction its files record (timm's
+``pretrained_cfg``, transformers' ``preprocessor_config.json``; see interop/normalisation.py). A model without
+any gets timm's evaluation defaults for its size: shorter side to size / 0.875, centre crop, mean and std 0.5
+(the original ViT weights' normalisation).
 """
 
 from __future__ import annotations
@@ -103,7 +105,19 @@ def _load(source: str) -> tuple[nn.Module, dict[str, Any], str]:
                           "hf:ORG/NAME or a model name (see `vitkit models`)")
     model = load(source)
     names = (model.config.extra.get("source") or {}).get("class_names")
-    return model, ({"class_names": names} if names else {}), source
+    return model, {**({"class_names": names} if names else {}), **_recorded_preprocess(source, model.config)}, source
+
+
+def _recorded_preprocess(source: str, config: Any) -> dict[str, Any]:
+    """``{"preprocess": ...}`` from the mean, std and crop a timm / transformers checkpoint records (see
+    interop/normalisation.py), or {} (images of a square size only; the defaults apply then)."""
+    from ..interop.normalisation import checkpoint_normalisation
+
+    size = config.image_size
+    if hasattr(config, "num_frames") or isinstance(size, int) or size[0] != size[1]:
+        return {}
+    found = checkpoint_normalisation(source)
+    return {"preprocess": found.preprocess(int(size[0]), DEFAULT_CROP)} if found else {}
 
 
 def is_vitkit_folder(path: Path) -> bool:

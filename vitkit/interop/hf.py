@@ -92,6 +92,28 @@ def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> d
     }
 
 
+def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
+    """The transformers ``preprocessor_config.json`` doing what vitkit's eval does with ``preprocess`` (a vitkit
+    folder's entry): shorter side to ``short_side`` (bicubic, antialiased), center crop ``image_size``, /255,
+    mean and std. ``BitImageProcessor`` (DINOv2's) does exactly these steps; ``ViTImageProcessor`` would squash
+    the whole image to a square instead, which changes what the model sees of a non-square photo."""
+    size = int(preprocess["image_size"])
+    return {
+        "image_processor_type": "BitImageProcessor",
+        "do_convert_rgb": True,
+        "do_resize": True,
+        "size": {"shortest_edge": int(preprocess["short_side"])},
+        "resample": 3,  # PIL.Image.BICUBIC, as data.images.fit_tensor
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [float(v) for v in preprocess["mean"]],
+        "image_std": [float(v) for v in preprocess["std"]],
+    }
+
+
 def hints_from_hf_config(data: dict[str, Any]) -> dict[str, Any]:
     """Config fields (and class names) read from a transformers ViT ``config.json``."""
     if data.get("hidden_act", "gelu") != "gelu":

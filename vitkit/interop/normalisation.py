@@ -1,9 +1,11 @@
-"""The input normalisation (per-channel mean and std) a checkpoint's weights expect, read from the files that
-come with them:
+"""The input normalisation (per-channel mean and std) and evaluation crop fraction a checkpoint's weights expect,
+read from the files that come with them:
 
-- a vitkit model or run folder: ``config.json`` -> ``preprocess`` (what training used);
-- timm (a Hub snapshot, or ``timm.models.save_for_hf``): ``config.json`` -> ``pretrained_cfg`` (``mean``, ``std``);
-- transformers: ``preprocessor_config.json`` -> ``image_mean``, ``image_std``.
+- a vitkit model or run folder: ``config.json`` -> ``preprocess`` (what training used; crop = image_size / short_side);
+- timm (a Hub snapshot, or ``timm.models.save_for_hf``): ``config.json`` -> ``pretrained_cfg`` (``mean``, ``std``,
+  ``crop_pct``);
+- transformers: ``preprocessor_config.json`` -> ``image_mean``, ``image_std`` and ``crop_pct`` where present (else,
+  for a shortest-edge resize then center crop, crop_size / shortest_edge).
 
 Google's augreg ViTs, for example, expect mean = std = 0.5, not ImageNet's statistics; fine-tuning them with the
 wrong ones shifts every input the pretrained weights see.
@@ -33,6 +35,14 @@ class Normalisation:
     mean: Triple
     std: Triple
     origin: str
+    crop_pct: float | None = None
+    """Evaluation: the shorter side is resized to image_size / crop_pct, then center-cropped (None: not recorded)."""
+
+    def preprocess(self, image_size: int, default_crop: float = 0.875) -> dict[str, Any]:
+        """The ``preprocess`` entry of a vitkit folder (see ``data.pipeline.Preprocess``) for ``image_size``."""
+        crop = self.crop_pct or default_crop
+        return {"image_size": image_size, "short_side": round(image_size / crop), "mean": list(self.mean),
+                "std": list(self.std)}
 
 
 def checkpoint_normalisation(source: str) -> Normalisation | None:
@@ -49,18 +59,39 @@ def checkpoint_normalisation(source: str) -> Normalisation | None:
     where = folder / "config.json"
     if config.get("format") == "vitkit":
         prep = config.get("preprocess") or {}
-        return _read(prep, "mean", "std", f"the vitkit config {where}") if "mean" in prep else None
+        if "mean" not in prep:
+            return None
+        crop = prep["image_size"] / prep["short_side"] if "image_size" in prep and "short_side" in prep else None
+        return _read(prep, "mean", "std", f"the vitkit config {where}", crop)
     timm = config.get("pretrained_cfg")
     if isinstance(timm, dict) and "mean" in timm:
-        return _read(timm, "mean", "std", f"timm's pretrained_cfg in {where}")
+        return _read(timm, "mean", "std", f"timm's pretrained_cfg in {where}", timm.get("crop_pct"))
     processor = read_sidecar(folder, PREPROCESSOR_FILE) or {}
     if "image_mean" in processor:
-        return _read(processor, "image_mean", "image_std", f"transformers' {folder / PREPROCESSOR_FILE}")
+        return _read(processor, "image_mean", "image_std", f"transformers' {folder / PREPROCESSOR_FILE}",
+                     _processor_crop(processor))
     return None
 
 
-def _read(data: dict[str, Any], mean_key: str, std_key: str, origin: str) -> Normalisation:
-    return Normalisation(_triple(data, mean_key, origin), _triple(data, std_key, origin, positive=True), origin)
+def _processor_crop(processor: dict[str, Any]) -> Any:
+    """A transformers image processor's ``crop_pct``, else crop_size / shortest_edge when it resizes the shortest
+    edge and then center-crops (BitImageProcessor, CLIPImageProcessor, what ``vitkit convert --to hf`` writes)."""
+    if "crop_pct" in processor:
+        return processor["crop_pct"]
+    size, crop = processor.get("size"), processor.get("crop_size")
+    if processor.get("do_center_crop") and isinstance(size, dict) and isinstance(crop, dict) \
+            and "shortest_edge" in size and "height" in crop:
+        return crop["height"] / size["shortest_edge"]
+    return None
+
+
+def _read(data: dict[str, Any], mean_key: str, std_key: str, origin: str, crop: Any = None) -> Normalisation:
+    ok = crop is None or (isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1)
+    if not ok:
+        raise VitkitError(f"{origin}: crop fraction {crop!r} is not a number in (0, 1]; fix the file or pass "
+                          "--crop-pct")
+    return Normalisation(_triple(data, mean_key, origin), _triple(data, std_key, origin, positive=True), origin,
+                         None if crop is None else float(crop))
 
 
 def _triple(data: dict[str, Any], key: str, origin: str, positive: bool = False) -> Triple:

@@ -22,7 +22,7 @@ from ..errors import VitkitError
 from ..models.config import ViTConfig
 from ..store import atomic_write, atomic_write_json, save_model
 from .detect import BY_NAME
-from .hf import hf_config_json
+from .hf import hf_config_json, hf_image_processor_json
 from .load import CONFIG_METADATA_KEY
 
 TARGETS = ("vitkit", "timm", "hf", "torchvision")
@@ -31,7 +31,8 @@ TARGETS = ("vitkit", "timm", "hf", "torchvision")
 def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None,
             preprocess: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a vitkit ViT) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
-    the weights written. ``preprocess`` (vitkit's folder only) is what eval / predict / ``--init`` read there."""
+    the weights written. ``preprocess`` (a vitkit folder's entry: image_size, short_side, mean, std) is what eval /
+    predict / ``--init`` read in a vitkit folder, and becomes an hf folder's ``preprocessor_config.json``."""
     out = Path(out)
     config: ViTConfig = model.config
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -48,6 +49,8 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
         weights = out / "model.safetensors"
         _write_safetensors(weights, tensors, config)
         _atomic_json(out / "config.json", hf_config_json(config, class_names))
+        if preprocess:  # what transformers.pipeline / AutoImageProcessor read
+            _atomic_json(out / "preprocessor_config.json", hf_image_processor_json(preprocess))
         return weights
     weights = out if out.suffix in (".safetensors", ".pth", ".pt") else out / "model.safetensors"
     if weights.suffix == ".safetensors":

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875  # timm's evaluation crop: the shorter side resized to size / 0.875, then center-cropped
 
 
 @dataclass
@@ -75,8 +76,9 @@ class TrainConfig:
     val_data: str | None = None
     """Shards: the val shards (default: the val split of a ``vitkit shard`` folder given as ``data``)."""
     val_fraction: float = 0.2
-    crop_pct: float = 0.875
-    """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size."""
+    crop_pct: float | None = None
+    """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size. None: the ``init``
+    checkpoint's (timm's ``crop_pct``, ...), else DEFAULT_CROP_PCT; resolved when the run starts (normalisation.py)."""
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's
@@ -128,7 +130,7 @@ class TrainConfig:
             (self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}"),
             (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.clip_grad >= 0,
              "--weight-decay, --warmup-epochs and --clip-grad must be >= 0"),
-            (0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
+            (self.crop_pct is None or 0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}"),
             (self.mean is None or len(self.mean) == 3, f"--mean needs 3 values (R G B), got {self.mean}"),
             (self.std is None or (len(self.std) == 3 and all(s > 0 for s in self.std)),
