@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,25 @@ def test_without_workers_a_decoder_bug_is_raised_as_itself_with_its_traceback(fo
     monkeypatch.setattr(stream, "load_for_model", _poisoned(images_module.load_for_model, poison, "raise"))
     with pytest.raises(ZeroDivisionError, match="decoder bug"):
         list(stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=0).batches(0, range(2)))
+
+
+def _hanging(original, stuck: str):
+    def load(path, short_side):
+        if Path(path).name == stuck:
+            time.sleep(60)  # a hung mount: the worker never returns in time
+        return original(path, short_side)
+    return load
+
+
+def test_a_stuck_worker_stops_the_run_in_one_line_instead_of_hanging(folder, monkeypatch) -> None:
+    _, streamed = _sets(folder)
+    stuck = Path(streamed.paths[5]).name
+    monkeypatch.setattr(stream, "load_for_model", _hanging(images_module.load_for_model, stuck))
+    loader = stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=2, stall_seconds=3)
+    started = time.monotonic()
+    with pytest.raises(VitkitError) as caught:
+        list(loader.batches(0, range(4)))
+    loader.close()
+    message = str(caught.value)
+    assert time.monotonic() - started < 50, "the loader waited for the stuck worker instead of giving up"
+    assert "\n" not in message and "delivered nothing for 3 s" in message and stuck in message, message

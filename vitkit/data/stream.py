@@ -34,6 +34,9 @@ from .images import load_for_model
 from .pipeline import Augment, Preprocess, train_batch
 
 PATH_BYTES = 1024
+STALL_SECONDS = float(os.environ.get("VITKIT_LOADER_TIMEOUT", 600))
+"""A worker that delivers nothing for this long is stuck (a hung network mount, a decoder loop): the run stops
+with one line naming the files the workers were on, rather than waiting for ever."""
 MAX_DEFAULT_WORKERS = 16
 
 
@@ -270,8 +273,9 @@ class StepLoader:
     """``build(epoch, step)`` in ``workers`` processes (0: in this process), in step order, prefetched."""
 
     def __init__(self, build: Callable[[int, int], Any] | EpochStream, workers: int, *, pin_memory: bool = False,
-                 prefetch: int = 2) -> None:
+                 prefetch: int = 2, stall_seconds: float = STALL_SECONDS) -> None:
         self.workers = workers
+        self.stall_seconds = stall_seconds
         self.slots = WorkerSlots(workers)
         self._keys = _Keys()
         self.stream = build if isinstance(build, EpochStream) else None
@@ -280,7 +284,8 @@ class StepLoader:
             context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
             # An epoch stream's workers read the epoch they are started for: they start again each epoch.
             options = dict(prefetch_factor=prefetch, persistent_workers=self.stream is None,
-                           multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots))
+                           multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots),
+                           timeout=stall_seconds)
         if self.stream is None:
             options["sampler"] = self._keys
         # Its own generator: starting workers must not draw from the global RNG, which training uses (drop
@@ -312,6 +317,11 @@ class StepLoader:
 
     def _worker_died(self, error: RuntimeError, iterator: Any) -> Exception:
         text = str(error)
+        if "timed out" in text:
+            on = [p for p in (self.slots.path_of(pid) for pid in self.slots.pids[: self.workers]) if p]
+            where = f" (workers were reading {', '.join(on)})" if on else ""
+            return VitkitError(f"the data loader delivered nothing for {self.stall_seconds:g} s{where}; check that "
+                               "file or its disk, or raise VITKIT_LOADER_TIMEOUT (seconds) for very slow storage")
         if "DataLoader worker" not in text:
             return error
         listed = re.search(r"pid(?:\(s\))? ([\d, ]+)", text)
