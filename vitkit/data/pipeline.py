@@ -16,6 +16,8 @@ from . import augment
 from .images import ImageSet
 
 
+DEFAULT_CROP_PCT = 0.875  # timm's evaluation crop: the shorter side resized to size / 0.875, then center-cropped
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes a model input; saved with every model so eval and predict do the same."""

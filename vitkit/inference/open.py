@@ -24,7 +24,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..data.pipeline import Preprocess
+from ..data.pipeline import DEFAULT_CROP_PCT, Preprocess
 from ..data.video import ClipSampler
 from ..data.video_preprocess import VideoPreprocess, video_preprocess
 from ..errors import VitkitError
@@ -32,7 +32,6 @@ from .device import resolve_device
 
 log = logging.getLogger("vitkit")
 
-DEFAULT_CROP = 0.875  # the image is resized to size / 0.875 and its centre cropped, as in timm's eval
 DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the original ViT weights' normalisation
 DEFAULT_STD = (0.5, 0.5, 0.5)
 
@@ -117,7 +116,7 @@ def _recorded_preprocess(source: str, config: Any) -> dict[str, Any]:
     if hasattr(config, "num_frames") or isinstance(size, int) or size[0] != size[1]:
         return {}
     found = checkpoint_normalisation(source)
-    return {"preprocess": found.preprocess(int(size[0]), DEFAULT_CROP)} if found else {}
+    return {"preprocess": found.preprocess(int(size[0]))} if found else {}
 
 
 def is_vitkit_folder(path: Path) -> bool:
@@ -140,7 +139,7 @@ def default_preprocess(config: Any, meta: dict[str, Any]) -> AnyPreprocess:
     if hasattr(config, "num_frames"):  # a video model
         side = _square_side(config, "clips")
         if saved.get("task") != "video":
-            saved = video_preprocess(ClipSampler(config.num_frames, size=side), round(side / DEFAULT_CROP))
+            saved = video_preprocess(ClipSampler(config.num_frames, size=side), round(side / DEFAULT_CROP_PCT))
         prep = VideoPreprocess.from_dict(saved)
         if (prep.sampler.num_frames, prep.sampler.size) != (config.num_frames, side):
             raise VitkitError(f"config.json's preprocess cuts clips of {prep.sampler.num_frames} frames x "
@@ -149,7 +148,7 @@ def default_preprocess(config: Any, meta: dict[str, Any]) -> AnyPreprocess:
     if saved:
         return Preprocess.from_dict(saved)
     side = _square_side(config, "images")
-    return Preprocess(side, round(side / DEFAULT_CROP), DEFAULT_MEAN, DEFAULT_STD)
+    return Preprocess(side, round(side / DEFAULT_CROP_PCT), DEFAULT_MEAN, DEFAULT_STD)
 
 
 def _square_side(config: Any, what: str) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.pipeline import DEFAULT_CROP_PCT
 from ..errors import VitkitError
 from .files import read_sidecar
 from .hub import download, is_hub_name
@@ -38,7 +39,7 @@ class Normalisation:
     crop_pct: float | None = None
     """Evaluation: the shorter side is resized to image_size / crop_pct, then center-cropped (None: not recorded)."""
 
-    def preprocess(self, image_size: int, default_crop: float = 0.875) -> dict[str, Any]:
+    def preprocess(self, image_size: int, default_crop: float = DEFAULT_CROP_PCT) -> dict[str, Any]:
         """The ``preprocess`` entry of a vitkit folder (see ``data.pipeline.Preprocess``) for ``image_size``."""
         crop = self.crop_pct or default_crop
         return {"image_size": image_size, "short_side": round(image_size / crop), "mean": list(self.mean),

@@ -13,7 +13,6 @@ from ..errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_CROP_PCT = 0.875  # timm's evaluation crop: the shorter side resized to size / 0.875, then center-cropped
 
 
 @dataclass
@@ -78,7 +77,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     crop_pct: float | None = None
     """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size. None: the ``init``
-    checkpoint's (timm's ``crop_pct``, ...), else DEFAULT_CROP_PCT; resolved when the run starts (normalisation.py)."""
+    checkpoint's (timm's ``crop_pct``, ...), else data.pipeline.DEFAULT_CROP_PCT; resolved when the run starts (normalisation.py)."""
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's

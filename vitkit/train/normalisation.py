@@ -5,7 +5,8 @@ resumed run use the same."""
 
 from __future__ import annotations
 
-from .config import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, TrainConfig
+from ..data.pipeline import DEFAULT_CROP_PCT
+from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 
 
 def resolve_normalisation(config: TrainConfig, resumed: bool = False) -> tuple[TrainConfig, str]:
