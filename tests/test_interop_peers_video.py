@@ -160,3 +160,20 @@ def test_timesformer_at_another_clip_size_equals_transformers_interpolation() ->
     longer.load_state_dict({k: v for k, v in state.items() if "time_embeddings" not in k}, strict=False)
     longer.timesformer.embeddings.time_embeddings = torch.nn.Parameter(state["timesformer.embeddings.time_embeddings"])
     _same(model, longer, torch.randn(2, 3, 6, 32, 32))
+
+
+def test_a_vivit_learned_table_is_resampled_in_each_frame_as_timm_resamples_an_image() -> None:
+    """transformers' ViViT cannot be the reference here (its interpolate_pos_encoding takes the T'N table for one
+    square grid and fails on clips); within a frame, vitkit resamples as timm resamples an image ViT's table."""
+    timm_layers = pytest.importorskip("timm.layers")
+    config = vitkit.ViViTConfig(image_size=32, num_frames=8, tubelet_size=(2, 8, 8), dim=48, depth=1, heads=4,
+                                dynamic_img_size=True)
+    model = randomize_(vitkit.VideoVisionTransformer(config))
+    table = model.pos_embed.weight.detach()
+    with torch.no_grad():
+        resampled = model.pos_embed.table((4, 6, 5))
+    assert torch.equal(resampled[:, :1], table[:, :1])
+    for t in range(4):
+        frame = table[:, 1 + 16 * t : 1 + 16 * (t + 1)]
+        expected = timm_layers.resample_abs_pos_embed(frame, (6, 5), (4, 4), num_prefix_tokens=0)
+        assert max_diff(resampled[:, 1 + 30 * t : 1 + 30 * (t + 1)], expected) <= 1e-6

@@ -13,6 +13,7 @@ from conftest import block_outputs, intermediates_every_way
 
 import vitkit
 from vitkit.models import video_positions
+from vitkit.models.inflate import inflate_from_image
 from vitkit.models.layers import Attention, QVBiasAttention
 from vitkit.models.video_positions import resample_grid, sinusoid_table
 
@@ -138,6 +139,13 @@ def test_timesformer_class_token_takes_the_mean_of_its_per_frame_copies() -> Non
         one = block(torch.cat([cls, frame], dim=1))
     torch.testing.assert_close(four[:, :1], one[:, :1], rtol=0, atol=1e-5)
     torch.testing.assert_close(four[:, 1:17], one[:, 1:], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer"])
+def test_inflating_an_image_vit_into_videomae_or_timesformer_is_refused_in_one_line(kind: str) -> None:
+    image = vitkit.VisionTransformer(vitkit.ViTConfig(image_size=32, patch_size=8, dim=32, depth=3, heads=4))
+    with pytest.raises(vitkit.VitkitError, match="inflating an image ViT supports ViViT Models 1-4, not"):
+        inflate_from_image(tiny(kind), image)
 
 
 @pytest.mark.parametrize("options, message", [
