@@ -12,6 +12,8 @@ import torch
 from conftest import block_outputs, intermediates_every_way
 
 import vitkit
+from vitkit.explain.video import explain_video
+from vitkit.interop.save import save_as
 from vitkit.models import video_positions
 from vitkit.models.inflate import inflate_from_image
 from vitkit.models.layers import Attention, QVBiasAttention
@@ -146,6 +148,17 @@ def test_inflating_an_image_vit_into_videomae_or_timesformer_is_refused_in_one_l
     image = vitkit.VisionTransformer(vitkit.ViTConfig(image_size=32, patch_size=8, dim=32, depth=3, heads=4))
     with pytest.raises(vitkit.VitkitError, match="inflating an image ViT supports ViViT Models 1-4, not"):
         inflate_from_image(tiny(kind), image)
+
+
+def test_explaining_a_timesformer_is_refused_in_one_line() -> None:
+    with pytest.raises(vitkit.VitkitError, match="explain does not draw TimeSformer"):
+        explain_video(tiny("timesformer"), torch.randn(1, 3, 4, 32, 32), "rollout")
+
+
+@pytest.mark.parametrize("fmt", ["timm", "torchvision"])
+def test_converting_a_video_model_to_an_image_library_is_refused_in_one_line(fmt: str, tmp_path) -> None:
+    with pytest.raises(vitkit.VitkitError, match=f"{fmt} has no video models: convert a ViViT --to vitkit or --to hf"):
+        save_as(tiny("videomae"), fmt, tmp_path / "out.safetensors")
 
 
 @pytest.mark.parametrize("options, message", [
