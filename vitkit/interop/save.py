@@ -33,9 +33,10 @@ TARGETS = ("vitkit", "timm", "hf", "torchvision")
 
 def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None,
             preprocess: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a vitkit ViT or video model) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
-    the weights written. ``preprocess`` (a vitkit folder's entry: image_size, short_side, mean, std) is what eval /
-    predict / ``--init`` read in a vitkit folder, and becomes an hf folder's ``preprocessor_config.json``."""
+    """Write ``model`` (a vitkit ViT or video model) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns
+    the path of the weights written. ``preprocess`` (a vitkit folder's entry: image_size, short_side, mean, std) is
+    what eval / predict / ``--init`` read in a vitkit folder, and becomes an hf folder's
+    ``preprocessor_config.json``."""
     out = Path(out)
     config: ViTConfig = model.config
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

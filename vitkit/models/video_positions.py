@@ -52,8 +52,8 @@ class VideoPositionEmbedding(PositionEmbedding):
     def __init__(self, grid: Grid3, dim: int, prefix_tokens: int = 0, sinusoid: bool = False,
                  mode: str = "bicubic") -> None:
         length = prefix_tokens + grid[0] * grid[1] * grid[2]
-        super().__init__(length, dim, fixed=sinusoid_table(length, dim) if sinusoid else None, grid=grid,  # type: ignore[arg-type]
-                         prefix_tokens=prefix_tokens)
+        fixed = sinusoid_table(length, dim) if sinusoid else None
+        super().__init__(length, dim, fixed=fixed, grid=grid, prefix_tokens=prefix_tokens)  # type: ignore[arg-type]
         self.mode = mode
 
     def _compute(self, grid: tuple[int, ...]) -> torch.Tensor:

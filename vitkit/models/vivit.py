@@ -284,7 +284,8 @@ class VideoVisionTransformer(TransformerModel):
 
     def token_grid(self, clips: torch.Tensor) -> tuple[int, int, int]:
         """The tubelet grid of ``clips``: (T / t, H / h, W / w)."""
-        return tuple(size // step for size, step in zip(clips.shape[2:], self.config.tubelet_size))  # type: ignore[return-value]
+        frames, height, width = (size // step for size, step in zip(clips.shape[2:], self.config.tubelet_size))
+        return (frames, height, width)
 
     def check_input(self, clips: torch.Tensor) -> None:
         """With ``dynamic_img_size``: any [B, C, T, H, W] whose T, H and W are multiples of the tubelet; else
