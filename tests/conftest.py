@@ -29,6 +29,20 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def no_grad_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` without autograd."""
+    with torch.no_grad():
+        return model(images)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """``model``'s state dict as a safetensors file at ``path`` (a reference checkpoint for a parity test)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
 def shared_data(name: str) -> Path:
     """A folder of ``../shared/data``; the test is skipped when it is absent (e.g. outside this workplace)."""
     path = SHARED_DATA / name

@@ -1,7 +1,8 @@
 """EVA-02 against timm's ``Eva`` (random-init reference models built here and saved to disk, no downloads; peers
-env): the registered names' parameter counts, timm files loaded with equal logits at their size and resized on
-load, run-time sizes against ``dynamic_img_size=True`` (RoPE recomputed for the new grid as timm does), vitkit's
-weights written back for timm, ``forward_intermediates``, and one-line errors for Eva options vitkit lacks."""
+env): timm files loaded with equal logits at their size and resized on load, run-time sizes against
+``dynamic_img_size=True`` (RoPE recomputed for the new grid as timm does), vitkit's weights written back for timm,
+``forward_intermediates``, and one-line errors for Eva options vitkit lacks. The registered names' parameter counts
+are checked against timm's in test_peers_timm.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import json
 
 import pytest
 import torch
-from conftest import max_diff, randomize_
-from safetensors.torch import load_file, save_file
+from conftest import max_diff, no_grad_logits as logits, randomize_, save_weights
+from safetensors.torch import load_file
 
 import vitkit
 from vitkit.errors import VitkitError
@@ -22,9 +23,6 @@ pytestmark = pytest.mark.peers
 
 from timm.models.eva import Eva, checkpoint_filter_fn  # noqa: E402
 
-TIMM_NAMES = {"eva02_ti14": "eva02_tiny_patch14_224", "eva02_s14": "eva02_small_patch14_224",
-              "eva02_b14": "eva02_base_patch14_224", "eva02_tiny_patch14_336": "eva02_tiny_patch14_336",
-              "eva02_small_patch14_336": "eva02_small_patch14_336", "eva02_base_patch14_448": "eva02_base_patch14_448"}
 # Small EVA-02s as timm's registered ones are built (patch 16 here, so RoPE's reference grid is 224 / 16 = 14).
 EVA02 = dict(img_size=64, patch_size=16, embed_dim=64, depth=3, num_heads=4, num_classes=7, mlp_ratio=4 * 2 / 3,
              swiglu_mlp=True, use_rot_pos_emb=True, ref_feat_shape=(14, 14))
@@ -32,29 +30,15 @@ OPTIONS = {
     "tiny_small": dict(),  # fused qkv with q/v biases, packed SwiGLU
     "base_large": dict(qkv_fused=False, scale_mlp=True),  # separate q/k/v, SwiGLU with its norm
     "regs_layer_scale_cls": dict(num_reg_tokens=2, init_values=0.1, global_pool="token", qk_norm=True),
-    "no_embed_class_no_bias": dict(no_embed_class=True, qkv_bias=False, scale_mlp=True),
+    # Without q/v biases, only layer scale's gamma_1 tells an Eva file from a timm ViT (see timm_eva.SIGNATURE).
+    "no_embed_class_no_bias": dict(no_embed_class=True, qkv_bias=False, scale_mlp=True, init_values=1e-5),
 }
 
 
 def timm_reference(options: dict, tmp_path, **extra) -> tuple[torch.nn.Module, object]:
+    """A random-init timm EVA-02 (``EVA02`` with ``options``) and the file it is saved in."""
     reference = randomize_(Eva(**EVA02, **options, **extra))
-    path = tmp_path / "eva.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
-    return reference, path
-
-
-def logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(images)
-
-
-@pytest.mark.parametrize("name", list(TIMM_NAMES))
-def test_parameter_counts_equal_timm(name: str) -> None:
-    with torch.device("meta"):
-        reference = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
-    model = vitkit.create_model(name, device="meta")
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
-    assert model.config.image_size == reference.patch_embed.img_size
+    return reference, save_weights(reference, tmp_path / "eva.safetensors")
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
@@ -72,30 +56,33 @@ def test_timm_files_load_with_equal_logits_at_two_sizes(name, tmp_path) -> None:
     assert diff <= 1e-5, f"{name} at 112: max |vitkit - timm| = {diff:.2e}"
 
 
+def written_back(model: torch.nn.Module, reference: torch.nn.Module, tmp_path) -> float:
+    """``vitkit convert --to timm`` of ``model`` loaded (strictly) into the timm ``reference``: max |logit diff|."""
+    reference.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
+    images = torch.randn(1, 3, *model.config.image_size)
+    return max_diff(logits(model, images), logits(reference.eval(), images))
+
+
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_vitkit_weights_export_to_timm_with_equal_logits(name, tmp_path) -> None:
     _, path = timm_reference(OPTIONS[name], tmp_path)
     model = randomize_(vitkit.load(path, heads=4))  # vitkit's own weights now: written back for timm
-    exported = Eva(**eva_kwargs(model.config)).eval()
-    exported.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
-    images = torch.randn(2, 3, 64, 64)
-    assert max_diff(logits(model, images), logits(exported, images)) <= 1e-5, name
+    assert written_back(model, Eva(**eva_kwargs(model.config)), tmp_path) <= 1e-5, name
 
 
-@pytest.mark.parametrize("name", ["eva02_ti14", "eva02_b14"])
-def test_registered_models_export_to_timms_own_architecture(name, tmp_path) -> None:
+@pytest.mark.parametrize("name, timm_name", [("eva02_ti14", "eva02_tiny_patch14_224"),
+                                             ("eva02_b14", "eva02_base_patch14_224")])
+def test_registered_models_export_to_timms_own_architecture(name, timm_name, tmp_path) -> None:
     model = randomize_(vitkit.create_model(name, depth=2, num_classes=5))
-    reference = timm.create_model(TIMM_NAMES[name], pretrained=False, depth=2, num_classes=5).eval()
-    reference.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
-    images = torch.randn(1, 3, 224, 224)
-    assert max_diff(logits(model, images), logits(reference, images)) <= 1e-5
+    reference = timm.create_model(timm_name, pretrained=False, depth=2, num_classes=5)
+    assert written_back(model, reference, tmp_path) <= 1e-5
 
 
 def test_a_timm_hub_folder_of_a_fine_tuned_classifier_loads_at_its_size(tmp_path) -> None:
     """As ``timm/eva02_tiny_patch14_336.*`` is laid out: weights and timm's config.json (RoPE's reference grid stays
     16x16, 224 px, while the model runs on 24x24)."""
     reference = randomize_(timm.create_model("eva02_tiny_patch14_336", pretrained=False, depth=2, num_classes=5))
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "model.safetensors")
+    save_weights(reference, tmp_path / "model.safetensors")
     config = {"architecture": "eva02_tiny_patch14_336", "pretrained_cfg": {"input_size": [3, 336, 336]}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     model = vitkit.load(tmp_path)

@@ -83,12 +83,19 @@ def timm_kwargs(config: ViTConfig) -> dict:
 def check_timm(config: ViTConfig) -> None:
     """A one-line error if timm's ``VisionTransformer`` cannot express ``config``."""
     unexpressible("timm's VisionTransformer", {
+        **beyond_timm(config),
+        "EVA-02's options (rope, swiglu, k_bias=False, qkv_layout='split'; timm's Eva)": is_eva(config),
+    })
+
+
+def beyond_timm(config: ViTConfig) -> dict[str, bool]:
+    """The :func:`unexpressible` problems of a config for both timm ViT classes (``VisionTransformer``, ``Eva``)."""
+    return {
         "post-norm blocks": config.norm != "pre",
         "attention across the batch": config.attention_axis != "tokens",
         "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
         "a convolutional stem": config.stem != "patch",
-        "EVA-02's options (rope, swiglu, k_bias=False, qkv_layout='split'; timm's Eva)": is_eva(config),
-    })
+    }
 
 
 def is_eva(config: ViTConfig) -> bool:

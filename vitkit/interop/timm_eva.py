@@ -23,7 +23,8 @@ from ..errors import VitkitError
 from ..models.config import ViTConfig
 from ..models.heads import norm_after_pool
 from .keymap import KeyMap, join_parts, split_parts, unexpressible
-from .timm import check_timm, final_norm_names, is_eva, pool_hints, refuse_unsupported, timm_kwargs, to_timm
+from .timm import (beyond_timm, check_timm, final_norm_names, is_eva, pool_hints, refuse_unsupported, timm_kwargs,
+                   to_timm)
 
 KEYMAP = KeyMap("timm Eva", [
     ("cls_token", "cls_token.token"),
@@ -39,8 +40,9 @@ KEYMAP = KeyMap("timm Eva", [
     (("norm.{p}", "fc_norm.{p}"), "norm.{p}"),
     ("head.{p}", "head.{p}"),
 ])
-SIGNATURE = r"blocks\.\d+\.(?:attn\.(?:q_bias|q_proj\.weight)|gamma_1|mlp\.fc1_g\.weight)"
-"""Keys only timm's Eva writes (a plain timm ViT has none of them)."""
+SIGNATURE = r"blocks\.\d+\.(?:attn\.(?:q_bias|q_proj\.weight)|gamma_1)"
+"""Keys only timm's Eva writes (a plain timm ViT has none of them; one with a SwiGLU MLP has ``fc1_g`` too). An Eva
+without q/v biases and layer scale has none either: it reads as a timm ViT, which refuses its SwiGLU."""
 
 # timm Eva options vitkit does not have, recognised by a key they add.
 UNSUPPORTED = [
@@ -126,10 +128,7 @@ def eva_kwargs(config: ViTConfig) -> dict:
 def check_eva(config: ViTConfig) -> None:
     """A one-line error if timm's ``Eva`` cannot express ``config``."""
     unexpressible("timm's Eva", {
-        "post-norm blocks": config.norm != "pre",
-        "attention across the batch": config.attention_axis != "tokens",
-        "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
-        "a convolutional stem": config.stem != "patch",
+        **beyond_timm(config),
         "a distillation token": config.distilled,
         f"pooling {config.pool!r}": config.pool not in ("cls", "mean"),
         f"act={config.act!r}": config.act != "gelu",

@@ -147,7 +147,8 @@ class ViTConfig(TransformerConfig):
         if self.swiglu and self.act != "gelu":
             raise ConfigError(f"act={self.act!r} has no effect with swiglu=True (SwiGLU uses SiLU); leave act unset")
         if self.qkv_layout == "split" and self.qkv_bias and self.k_bias:
-            raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: set k_bias=False")
+            raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: "
+                              "set k_bias=False")
 
     @property
     def grid_size(self) -> tuple[int, int]:
