@@ -5,6 +5,7 @@ test_interop_peers_timm_eva.py.)"""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -161,3 +162,15 @@ def test_timm_eva_options_vitkit_lacks_are_refused_in_one_line(tmp_path) -> None
     save_file({k: v for k, v in state.items() if ".gamma_2" not in k}, tmp_path / "eva.safetensors")
     with pytest.raises(VitkitError, match="attn_only_layer_scale"):
         vitkit.load(tmp_path / "eva.safetensors", heads=4)
+
+
+def test_eva_rope_is_assumed_aloud_and_unknown_eva_names_are_refused(tmp_path, caplog) -> None:
+    config = vitkit.ViTConfig(**SMALL)
+    save_file(to_timm_eva(vitkit.VisionTransformer(config).state_dict(), config), tmp_path / "model.safetensors")
+    with caplog.at_level("WARNING", logger="vitkit"):
+        vitkit.load(tmp_path / "model.safetensors", heads=4)
+    assert "assumed EVA-02's RoPE (reference grid 16x16)" in caplog.text
+    # timm's own config.json names an Eva vitkit does not register: its RoPE settings are unknown.
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_rope_reg1_gap_256"}))
+    with pytest.raises(VitkitError, match=r"^timm's vit_base_patch16_rope_reg1_gap_256 is an Eva whose RoPE"):
+        vitkit.load(tmp_path, heads=4)

@@ -13,6 +13,7 @@ wrote carry their exact config.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import partial
 
@@ -22,9 +23,12 @@ from torch import nn
 from ..errors import VitkitError
 from ..models.config import ViTConfig
 from ..models.heads import norm_after_pool
+from ..models.registry import aliases
 from .keymap import KeyMap, join_parts, split_parts, unexpressible
 from .timm import (beyond_timm, check_timm, final_norm_names, is_eva, pool_hints, refuse_unsupported, timm_kwargs,
                    to_timm)
+
+log = logging.getLogger("vitkit")
 
 KEYMAP = KeyMap("timm Eva", [
     ("cls_token", "cls_token.token"),
@@ -104,6 +108,19 @@ def eva_hints(state: dict[str, torch.Tensor]) -> dict:
         patch = state["patch_embed.proj.weight"].shape[-2:]
         hints.update(rope=True, rope_grid=(224 // patch[0], 224 // patch[1]))
     return hints
+
+
+def check_eva_source(architecture: str | None, exact: bool, hints: dict) -> None:
+    """For a timm Eva file: a one-line error when timm's ``architecture`` name (``timm:NAME``, its ``config.json``)
+    is an Eva vitkit does not register, whose RoPE settings the weights cannot tell; one log line when nothing but
+    the weights is known (no name, no vitkit header: ``exact``) and EVA-02's RoPE is assumed."""
+    known = [name for name in aliases() if name.startswith("eva02_")]
+    if architecture is not None and architecture not in known:
+        raise VitkitError(f"timm's {architecture} is an Eva whose RoPE settings vitkit cannot tell from its weights; "
+                          f"vitkit reads timm's {', '.join(known)} (or a file, assuming EVA-02's RoPE)")
+    if architecture is None and not exact and hints.get("rope"):
+        log.warning(f"vitkit: a timm Eva file with a SwiGLU MLP: assumed EVA-02's RoPE (reference grid "
+                    f"{'x'.join(map(str, hints['rope_grid']))}); pass rope=False or rope_grid= if not")
 
 
 def eva_kwargs(config: ViTConfig) -> dict:
