@@ -164,6 +164,13 @@ def test_timm_eva_options_vitkit_lacks_are_refused_in_one_line(tmp_path) -> None
         vitkit.load(tmp_path / "eva.safetensors", heads=4)
 
 
+@pytest.mark.parametrize("fmt", ["hf", "torchvision"])
+def test_libraries_without_eva_refuse_it_in_one_line(fmt, tmp_path) -> None:
+    model = vitkit.VisionTransformer(vitkit.ViTConfig(**SMALL))
+    with pytest.raises(VitkitError, match=r"cannot express .*EVA-02's RoPE, SwiGLU or q/v-only biases"):
+        save_as(model, fmt, tmp_path / "out")
+
+
 def test_eva_rope_is_assumed_aloud_and_unknown_eva_names_are_refused(tmp_path, caplog) -> None:
     config = vitkit.ViTConfig(**SMALL)
     save_file(to_timm_eva(vitkit.VisionTransformer(config).state_dict(), config), tmp_path / "model.safetensors")
@@ -174,3 +181,12 @@ def test_eva_rope_is_assumed_aloud_and_unknown_eva_names_are_refused(tmp_path, c
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_rope_reg1_gap_256"}))
     with pytest.raises(VitkitError, match=r"^timm's vit_base_patch16_rope_reg1_gap_256 is an Eva whose RoPE"):
         vitkit.load(tmp_path, heads=4)
+
+
+def test_eva02_cannot_initialise_a_vivit() -> None:
+    from vitkit.models.inflate import inflate_from_image
+
+    image = vitkit.VisionTransformer(vitkit.ViTConfig(**{**SMALL, "patch_size": 8, "image_size": 32}))
+    video = vitkit.create_model("vivit_digits")
+    with pytest.raises(VitkitError, match="EVA-02 image ViT .* cannot initialise a ViViT"):
+        inflate_from_image(video, image)

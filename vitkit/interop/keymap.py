@@ -108,7 +108,7 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
     """The :func:`unexpressible` problems of a ViT config for a library that builds only the paper's ViT
     (torchvision, transformers): pre-norm, a [CLS] token classified from, a learned position embedding on [CLS]
     and patches, attention over the tokens, a patch stem, and none of the later papers' options (layer scale,
-    registers, DeiT's distillation token, QK-norm, CLIP's norm_pre, the final norm after pooling)."""
+    registers, DeiT's distillation token, QK-norm, CLIP's norm_pre, the final norm after pooling, EVA-02's)."""
     return {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
@@ -122,6 +122,8 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
         "QK-norm": config.qk_norm,
         "a norm before the blocks (norm_pre)": config.norm_pre,
         "the final norm after pooling (fc_norm)": config.pool == "cls" and norm_after_pool(config),
+        "EVA-02's RoPE, SwiGLU or q/v-only biases": (config.rope or config.swiglu
+                                                     or (config.qkv_bias and not config.k_bias)),
     }
 
 
