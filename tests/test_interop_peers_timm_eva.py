@@ -56,18 +56,23 @@ def test_timm_files_load_with_equal_logits_at_two_sizes(name, tmp_path) -> None:
     assert diff <= 1e-5, f"{name} at 112: max |vitkit - timm| = {diff:.2e}"
 
 
-def written_back(model: torch.nn.Module, reference: torch.nn.Module, tmp_path) -> float:
-    """``vitkit convert --to timm`` of ``model`` loaded (strictly) into the timm ``reference``: max |logit diff|."""
+def written_back(model: torch.nn.Module, reference: torch.nn.Module, tmp_path, sizes: list | None = None) -> float:
+    """``vitkit convert --to timm`` of ``model`` loaded (strictly) into the timm ``reference``: max |logit diff| at
+    the model's image size (or each of ``sizes``)."""
     reference.load_state_dict(load_file(save_as(model, "timm", tmp_path / "out.safetensors")), strict=True)
-    images = torch.randn(1, 3, *model.config.image_size)
-    return max_diff(logits(model, images), logits(reference.eval(), images))
+    diffs = []
+    for size in sizes or [model.config.image_size]:
+        images = torch.randn(1, 3, *size)
+        diffs.append(max_diff(logits(model, images), logits(reference.eval(), images)))
+    return max(diffs)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_vitkit_weights_export_to_timm_with_equal_logits(name, tmp_path) -> None:
+def test_vitkit_weights_export_to_timm_with_equal_logits_at_two_sizes(name, tmp_path) -> None:
     _, path = timm_reference(OPTIONS[name], tmp_path)
-    model = randomize_(vitkit.load(path, heads=4))  # vitkit's own weights now: written back for timm
-    assert written_back(model, Eva(**eva_kwargs(model.config)), tmp_path) <= 1e-5, name
+    model = randomize_(vitkit.load(path, heads=4, dynamic_img_size=True))  # vitkit's own weights, written back
+    diff = written_back(model, Eva(**eva_kwargs(model.config)), tmp_path, sizes=[(64, 64), (96, 48)])
+    assert diff <= 1e-5, name
 
 
 @pytest.mark.parametrize("name, timm_name", [("eva02_ti14", "eva02_tiny_patch14_224"),
