@@ -30,6 +30,7 @@ from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
 from .infer import infer_config
 from .resample import resample_pos_embed
 from .timm import architecture_hints
+from .timm_eva import check_eva_source
 
 log = logging.getLogger("vitkit")
 
@@ -105,6 +106,9 @@ def read_source(source: str) -> SourceWeights:
     state = fmt.to_vitkit(checkpoint.arrays)
     # The name asked for tells most (timm:NAME_quickgelu loads the weights of NAME, whose config.json says NAME).
     named = architecture_hints(timm_architecture(source))
+    if fmt.name == "timm-eva":  # RoPE is in no weights: known from the name, vitkit's header, or assumed
+        architecture = timm_architecture(source) or (checkpoint.sidecar or {}).get("architecture")
+        check_eva_source(architecture, CONFIG_METADATA_KEY in checkpoint.metadata, hints)
     return SourceWeights(state, fmt.name, {**hints, **sidecar, **named}, path, class_names)
 
 
