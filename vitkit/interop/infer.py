@@ -76,7 +76,7 @@ def _position_layout(
     ``prefix`` tokens, [CLS] and registers), or the hinted image size."""
     hinted_size = to_pair(hints["image_size"]) if "image_size" in hints else None
     if "pos_embed.weight" not in state:
-        kind = hints.get("pos_embed") if hints.get("pos_embed") == "sincos2d" else "none"
+        kind = hints.get("pos_embed") if str(hints.get("pos_embed")).startswith("sincos2d") else "none"
         return {"pos_embed": kind, "image_size": hinted_size or (224, 224)}
     length = state["pos_embed.weight"].shape[1]
     if hinted_size is not None:

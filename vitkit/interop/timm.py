@@ -68,6 +68,7 @@ def timm_kwargs(config: ViTConfig) -> dict:
         global_pool=pool, no_embed_class=config.pos_embed == "learned_patches",
         pos_embed="none" if config.pos_embed == "none" else "learn", init_values=config.init_values,
         reg_tokens=config.reg_tokens, dynamic_img_size=config.dynamic_img_size,
+        patch_drop_rate=config.patch_dropout,
     )
     extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None,
                  act_layer=None if config.act == "gelu" else config.act)
@@ -81,7 +82,7 @@ def check_timm(config: ViTConfig) -> None:
     unexpressible("timm's VisionTransformer", {
         "post-norm blocks": config.norm != "pre",
         "attention across the batch": config.attention_axis != "tokens",
-        "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
+        f"position embedding {config.pos_embed!r}": config.pos_embed.startswith("sincos2d"),
         "a convolutional stem": config.stem != "patch",
     })
 

@@ -13,7 +13,7 @@ from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
 Pooling = Literal["cls", "mean", "map"]
-PosEmbed = Literal["learned", "learned_patches", "sincos2d", "none"]
+PosEmbed = Literal["learned", "learned_patches", "sincos2d", "sincos2d_jax", "none"]
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
@@ -40,7 +40,10 @@ class ViTConfig(TransformerConfig):
     (timm's ``global_pool='map'``, ``attn_pool``)."""
     pos_embed: PosEmbed = "learned"
     """``learned``: learned, on [CLS] and patches (the paper). ``learned_patches``: learned, patches only, added
-    before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches. ``none``."""
+    before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches (MoCo v3's
+    frequencies). ``sincos2d_jax``: big_vision's ``posemb_sincos_2d`` (Beyer et al. 2022, "Better plain ViT
+    baselines"; vit-pytorch's SimpleViT), whose frequencies end exactly at 1 / 10000; with ``class_token=False,
+    pool='mean'`` that is the JAX plain ViT's head. ``none``."""
     stem: Stem = "patch"
     """``patch``: one linear projection per patch (the paper). ``conv``: a small convolutional stem with the same
     token grid (needs a power-of-two patch size); much more data-efficient on small datasets."""
@@ -72,6 +75,10 @@ class ViTConfig(TransformerConfig):
     norm_pre: bool = False
     """A LayerNorm on the tokens before the first block (Radford et al. 2021, CLIP's ``ln_pre``; timm's
     ``pre_norm=True``, key ``norm_pre``). As in CLIP and timm, the patch embedding then has no bias."""
+    patch_dropout: float = 0.0
+    """Patch dropout (Liu et al. 2022, "PatchDropout"): in training only, each image keeps a random
+    ``1 - patch_dropout`` of its patch tokens (the prefix tokens always), so the blocks run on fewer tokens;
+    eval is unchanged (timm's ``patch_drop_rate``). Applied after the position embedding, before ``norm_pre``."""
     act: Activation = "gelu"
     """The MLP's activation: ``gelu`` (Hendrycks & Gimpel 2016, exact), ``gelu_tanh`` (its tanh approximation:
     big_vision's SigLIP) or ``quick_gelu`` (OpenAI CLIP's ``x * sigmoid(1.702 x)``; timm's ``_quickgelu``
@@ -103,6 +110,11 @@ class ViTConfig(TransformerConfig):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")
         if self.init_values is not None and not self.init_values > 0:
             raise ConfigError(f"init_values (layer scale) must be positive or None, got {self.init_values}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ConfigError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
+        if self.pos_embed.startswith("sincos2d") and (self.dim % 4 or self.dim < 8):
+            raise ConfigError(f"pos_embed={self.pos_embed!r} needs dim a multiple of 4, at least 8; "
+                              f"got {self.dim}")
         if self.reg_tokens < 0:
             raise ConfigError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
         if self.pool == "cls" and not self.class_token:

@@ -6,6 +6,7 @@
       -> cls_token        [B, 1 + R + N, D] (if class_token; DeiT's distillation token after it if distilled)
       -> pos_embed        same shape      (the blog, DeiT-3 and DINOv2 add it *before* the prefix tokens, to
                                           the patches only; any input size with dynamic_img_size)
+      -> patch_drop       [B, prefix + K, D] (training with patch_dropout: a random K of the N patches)
       -> norm_pre         same shape      (if norm_pre: CLIP's LayerNorm before the blocks)
       -> blocks           same shape      depth x (attention + MLP)
       -> norm, pool       [B, D]          [CLS] token, mean of patch tokens or attention pooling (heads.py);
@@ -25,6 +26,7 @@ from .config import ViTConfig
 from .heads import Pool, norm_after_pool
 from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
                      readout_queries, sincos_2d)
+from .patch_dropout import PatchDropout
 from .seed import BatchAxisAttention
 
 
@@ -48,6 +50,7 @@ class VisionTransformer(TransformerModel):
         self.reg_token = ClassToken(c.dim, c.reg_tokens, "register tokens") if c.reg_tokens else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
+        self.patch_drop = PatchDropout(c.patch_dropout, self.num_prefix_tokens) if c.patch_dropout else None
         self.norm_pre = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_pre else None
         attention = BatchAxisAttention if c.attention_axis == "batch" else Attention
         self.blocks = block_stack(lambda rate: Block(
@@ -80,8 +83,10 @@ class VisionTransformer(TransformerModel):
     def _make_pos_embed(c: ViTConfig) -> PositionEmbedding | None:
         if c.pos_embed == "none":
             return None
-        if c.pos_embed == "sincos2d":
-            return PositionEmbedding(c.num_patches, c.dim, fixed=sincos_2d(c.grid_size, c.dim), grid=c.grid_size)
+        if c.pos_embed.startswith("sincos2d"):
+            jax = c.pos_embed == "sincos2d_jax"
+            table = sincos_2d(c.grid_size, c.dim, endpoint=jax)
+            return PositionEmbedding(c.num_patches, c.dim, fixed=table, grid=c.grid_size, endpoint=jax)
         prefix = pos_embed_prefix(c)
         return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix)
 
@@ -107,6 +112,8 @@ class VisionTransformer(TransformerModel):
         for name in self.embed_order:
             x = self.pos_embed(x, grid) if name == "pos_embed" else getattr(self, name)(x)
         x = self.pos_drop(x)
+        if self.patch_drop is not None:
+            x = self.patch_drop(x)
         return x if self.norm_pre is None else self.norm_pre(x)
 
     def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
