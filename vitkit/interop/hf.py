@@ -70,16 +70,38 @@ def check_hf(config: ViTConfig) -> None:
 def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> dict[str, Any]:
     """The transformers ``config.json`` describing ``config``."""
     check_hf(config)
+    architecture = "ViTForImageClassification" if config.num_classes else "ViTModel"
+    return {"architectures": [architecture], "model_type": "vit", **encoder_fields(config),
+            **label_fields(config, class_names)}
+
+
+# vitkit's activation <-> transformers' ``hidden_act`` (the first name is written; all are read).
+HF_ACTS = {"gelu": ("gelu",), "gelu_tanh": ("gelu_pytorch_tanh", "gelu_new"), "quick_gelu": ("quick_gelu",)}
+
+
+def hf_act(act: str) -> str:
+    """transformers' ``hidden_act`` name for vitkit's ``act``."""
+    return HF_ACTS[act][0]
+
+
+def act_from_hf(hidden_act: Any, where: str) -> str:
+    """vitkit's ``act`` for transformers' ``hidden_act``, or a one-line error naming it."""
+    for act, names in HF_ACTS.items():
+        if hidden_act in names:
+            return act
+    known = ", ".join(name for names in HF_ACTS.values() for name in names)
+    raise VitkitError(f"{where} uses hidden_act={hidden_act!r}, which vitkit's MLP does not have ({known})")
+
+
+def encoder_fields(config: ViTConfig) -> dict[str, Any]:
+    """The ``config.json`` fields transformers' ViT-like image encoders share (ViT, DeiT, DINOv2, CLIP, SigLIP)."""
     height, width = config.image_size
-    labels = class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
     return {
-        "architectures": ["ViTForImageClassification" if config.num_classes else "ViTModel"],
-        "model_type": "vit",
         "hidden_size": config.dim,
         "num_hidden_layers": config.depth,
         "num_attention_heads": config.heads,
         "intermediate_size": config.hidden_dim,
-        "hidden_act": "gelu",
+        "hidden_act": hf_act(config.act),
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attn_dropout,
         "layer_norm_eps": config.norm_eps,
@@ -87,9 +109,14 @@ def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> d
         "patch_size": config.patch_size[0],
         "num_channels": config.in_channels,
         "qkv_bias": config.qkv_bias,
-        "id2label": {str(i): name for i, name in enumerate(labels)},
-        "label2id": {name: i for i, name in enumerate(labels)},
     }
+
+
+def label_fields(config: ViTConfig, class_names: list[str] | None) -> dict[str, Any]:
+    """``id2label`` / ``label2id`` for the model's classes (``LABEL_i`` without names)."""
+    labels = class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
+    return {"id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)}}
 
 
 def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
@@ -116,14 +143,17 @@ def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
 
 def hints_from_hf_config(data: dict[str, Any]) -> dict[str, Any]:
     """Config fields (and class names) read from a transformers ViT ``config.json``."""
-    if data.get("hidden_act", "gelu") != "gelu":
-        raise VitkitError(
-            f"this Hugging Face ViT uses hidden_act={data['hidden_act']!r}; vitkit's MLP uses exact GELU ('gelu')"
-        )
+    act = act_from_hf(data.get("hidden_act", "gelu"), "this Hugging Face ViT")
     table = {"num_attention_heads": "heads", "layer_norm_eps": "norm_eps", "image_size": "image_size",
              "num_channels": "in_channels", "qkv_bias": "qkv_bias"}
-    hints = {field: data[key] for key, field in table.items() if key in data}
+    hints = {field: data[key] for key, field in table.items() if key in data} | {"act": act}
+    names = class_names_from_hf(data)
+    return hints | {"class_names": names} if names else hints
+
+
+def class_names_from_hf(data: dict[str, Any]) -> list[str] | None:
+    """The class names of a transformers ``config.json`` (``id2label``), or None."""
     labels = data.get("id2label")
-    if labels:
-        hints["class_names"] = [labels[str(i)] if str(i) in labels else labels[i] for i in range(len(labels))]
-    return hints
+    if not labels:
+        return None
+    return [labels[str(i)] if str(i) in labels else labels[i] for i in range(len(labels))]

@@ -43,7 +43,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         qkv_bias="blocks.0.attn.qkv.bias" in state, class_token=class_token,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         # Only pre-norm models end with a LayerNorm.
-        norm="pre" if "norm.weight" in state else "post",
+        norm="pre" if "norm.weight" in state or hints.get("final_norm") is False else "post",
         heads=hints.get("heads") or guess_heads(dim),
         pool=hints.get("pool") or ("map" if "pool.latent" in state else "cls" if class_token else "mean"),
         reg_tokens=reg_tokens,

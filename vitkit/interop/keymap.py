@@ -122,6 +122,7 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
         "QK-norm": config.qk_norm,
         "a norm before the blocks (norm_pre)": config.norm_pre,
         "the final norm after pooling (fc_norm)": config.pool == "cls" and norm_after_pool(config),
+        "no final norm (final_norm=False)": not config.final_norm,
     }
 
 

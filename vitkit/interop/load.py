@@ -25,6 +25,7 @@ from ..store import load_model
 from .detect import BY_NAME, detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
+from .hf_family_configs import FAMILY_MODEL_TYPES, family_config_hints
 from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
 from .infer import infer_config
 from .resample import resample_pos_embed
@@ -167,6 +168,8 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
         return {**sidecar["model"], "class_names": sidecar.get("class_names")}
     if sidecar.get("model_type") == "vit":
         return hints_from_hf_config(sidecar)
+    if sidecar.get("model_type") in FAMILY_MODEL_TYPES:
+        return family_config_hints(sidecar)
     if sidecar.get("model_type") == "vivit":
         config, names = vivit_config_from_transformers(sidecar)
         return {"video_config": config, "class_names": names}

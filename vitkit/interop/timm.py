@@ -71,7 +71,7 @@ def timm_kwargs(config: ViTConfig) -> dict:
         patch_drop_rate=config.patch_dropout,
     )
     extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None,
-                 act_layer=None if config.act == "gelu" else config.act)
+                 act_layer=None if config.act == "gelu" else config.act, final_norm=None if config.final_norm else False)
     if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
         extra["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)
     return {**kwargs, **{key: value for key, value in extra.items() if value is not None}}
@@ -84,6 +84,7 @@ def check_timm(config: ViTConfig) -> None:
         "attention across the batch": config.attention_axis != "tokens",
         f"position embedding {config.pos_embed!r}": config.pos_embed.startswith("sincos2d"),
         "a convolutional stem": config.stem != "patch",
+        "pooling 'cls_mean'": config.pool == "cls_mean",
     })
 
 
@@ -111,6 +112,8 @@ def timm_hints(state: dict[str, torch.Tensor]) -> dict:
         hints["fc_norm"] = True
     elif hints["pool"] == "mean" and "norm.weight" in state:
         hints["fc_norm"] = False  # every token normed, then averaged (timm's fc_norm=False)
+    if "norm.weight" not in state and "fc_norm.weight" not in state:
+        hints["final_norm"] = False  # timm's final_norm=False (its blocks are always pre-norm)
     if "norm_pre.weight" in state:
         hints["norm_eps"] = 1e-5  # timm's CLIP towers, its only ViTs with pre_norm, use LayerNorm's default eps
     return hints

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
-Pooling = Literal["cls", "mean", "map"]
+Pooling = Literal["cls", "mean", "map", "cls_mean"]
 PosEmbed = Literal["learned", "learned_patches", "sincos2d", "sincos2d_jax", "none"]
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
@@ -37,7 +37,9 @@ class ViTConfig(TransformerConfig):
     """``cls``: classify from the [CLS] token. ``mean``: from the mean of the patch tokens (the final norm is
     then applied after pooling, as in timm; see ``fc_norm``). ``map``: multihead attention pooling (Zhai et al.
     2022, "Scaling Vision Transformers"; SigLIP): a learned query attends to the patch tokens, then an MLP
-    (timm's ``global_pool='map'``, ``attn_pool``)."""
+    (timm's ``global_pool='map'``, ``attn_pool``). ``cls_mean``: [CLS] and the mean of the patch tokens,
+    concatenated, so the head reads 2 x dim (transformers' ``Dinov2ForImageClassification``; Oquab et al. 2023's
+    linear probe)."""
     pos_embed: PosEmbed = "learned"
     """``learned``: learned, on [CLS] and patches (the paper). ``learned_patches``: learned, patches only, added
     before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches (MoCo v3's
@@ -79,6 +81,9 @@ class ViTConfig(TransformerConfig):
     """Patch dropout (Liu et al. 2022, "PatchDropout"): in training only, each image keeps a random
     ``1 - patch_dropout`` of its patch tokens (the prefix tokens always), so the blocks run on fewer tokens;
     eval is unchanged (timm's ``patch_drop_rate``). Applied after the position embedding, before ``norm_pre``."""
+    final_norm: bool = True
+    """False: no LayerNorm after the last block of a pre-norm model (timm's ``final_norm=False``; transformers'
+    ``CLIPForImageClassification`` averages the patch tokens before CLIP's ``post_layernorm``)."""
     act: Activation = "gelu"
     """The MLP's activation: ``gelu`` (Hendrycks & Gimpel 2016, exact), ``gelu_tanh`` (its tanh approximation:
     big_vision's SigLIP) or ``quick_gelu`` (OpenAI CLIP's ``x * sigmoid(1.702 x)``; timm's ``_quickgelu``
@@ -117,11 +122,19 @@ class ViTConfig(TransformerConfig):
                               f"got {self.dim}")
         if self.reg_tokens < 0:
             raise ConfigError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+        if self.pool == "cls_mean" and (not self.class_token or self.fc_norm):
+            raise ConfigError("pool='cls_mean' concatenates [CLS] with the mean patch token: it needs "
+                              "class_token=True and fc_norm unset")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
         if self.distilled and (self.pool != "cls" or self.fc_norm or self.reg_tokens):
             raise ConfigError("distilled=True reads [CLS] and the distillation token: it needs pool='cls', "
                               "reg_tokens=0 and fc_norm unset")
+
+    @property
+    def pooled_dim(self) -> int:
+        """The width of the vector the head reads: 2 x dim for ``pool='cls_mean'``, else dim."""
+        return 2 * self.dim if self.pool == "cls_mean" else self.dim
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -59,10 +59,11 @@ class VisionTransformer(TransformerModel):
             init_values=c.init_values, qk_norm=c.qk_norm, act=c.act,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
+        final_norm = c.norm == "pre" and c.final_norm
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if final_norm else nn.Identity()
         self.norm_after_pool = norm_after_pool(c)
         self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps, c.act)
-        self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.head = nn.Linear(c.pooled_dim, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = self._make_head() if c.distilled else None
         self.apply(init_weights)
 
