@@ -121,7 +121,7 @@ def label_fields(config: ViTConfig, class_names: list[str] | None) -> dict[str, 
 
 def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
     """The transformers ``preprocessor_config.json`` doing what vitkit's eval does with ``preprocess`` (a vitkit
-    folder's entry): shorter side to ``short_side`` (bicubic, antialiased), center crop ``image_size``, /255,
+    folder's entry): shorter side to ``short_side`` (its interpolation, antialiased), center crop ``image_size``, /255,
     mean and std. ``BitImageProcessor`` (DINOv2's) does exactly these steps; ``ViTImageProcessor`` would squash
     the whole image to a square instead, which changes what the model sees of a non-square photo."""
     size = int(preprocess["image_size"])
@@ -130,7 +130,7 @@ def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
         "do_convert_rgb": True,
         "do_resize": True,
         "size": {"shortest_edge": int(preprocess["short_side"])},
-        "resample": 3,  # PIL.Image.BICUBIC, as data.images.fit_tensor
+        "resample": {"bicubic": 3, "bilinear": 2}[preprocess.get("interpolation", "bicubic")],  # PIL's numbers
         "do_center_crop": True,
         "crop_size": {"height": size, "width": size},
         "do_rescale": True,
