@@ -168,3 +168,18 @@ def test_heads_transformers_lacks_are_refused_on_writing_in_one_line(options, wo
         save_as(model, "hf", tmp_path / "hf")
     assert words in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("case", ["deit_teacher", "dinov2", "clip", "siglip_vision"])
+def test_other_sizes_equal_transformers_interpolate_pos_encoding(case, tmp_path) -> None:
+    """transformers' DeiT, DINOv2, CLIP and SigLIP resample their table plain bicubic: loaded models keep that
+    (pos_embed_antialias=False), so vitkit's run-time sizes equal theirs; timm's antialiased kernel would not."""
+    reference = build(case, 32)
+    reference.save_pretrained(tmp_path)
+    model = vitkit.load(tmp_path, dynamic_img_size=True)
+    assert model.config.pos_embed_antialias is False
+    images = torch.randn(2, 3, 56, 40)
+    expected = reference_output(reference, images, interpolate_pos_encoding=True)
+    assert max_diff(model(images), expected) <= 1e-5
+    timm_kernel = vitkit.load(tmp_path, dynamic_img_size=True, pos_embed_antialias=True)
+    assert max_diff(timm_kernel(images), expected) > 1e-4

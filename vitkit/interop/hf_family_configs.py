@@ -49,16 +49,19 @@ def check_hf_any(config: ViTConfig) -> None:
 def hf_key_hints(state: dict[str, Any]) -> dict[str, Any]:
     """Config fields the transformers keys tell: the family's LayerNorm eps, activation and head."""
     family = family_of_keys(list(state))
+    # transformers' interpolate_pos_encoding is plain bicubic, but for DINOv2-with-registers (antialiased, as timm)
+    hints = {} if family is not None and family.name == "dinov2_with_registers" else {"pos_embed_antialias": False}
     if family is None or family.name == "deit":  # DeiT: transformers' ViT defaults (eps 1e-12)
-        return {}
+        return hints
     classifier = any(key == "classifier.weight" for key in state)
     if family.name.startswith("dinov2"):
-        return {"norm_eps": 1e-6, "pool": "cls_mean" if classifier else "cls"}
+        return {**hints, "norm_eps": 1e-6, "pool": "cls_mean" if classifier else "cls"}
     if family.name == "clip":
         head = {"pool": "mean", "final_norm": False, "fc_norm": False} if classifier else {"pool": "cls"}
-        return {"norm_eps": 1e-5, "act": "quick_gelu", **head}
+        return {**hints, "norm_eps": 1e-5, "act": "quick_gelu", **head}
     attention_pool = not classifier and any(key.endswith("head.probe") for key in state)
-    return {"norm_eps": 1e-6, "act": "gelu_tanh", "pool": "map" if attention_pool else "mean", "fc_norm": False}
+    return {**hints, "norm_eps": 1e-6, "act": "gelu_tanh", "pool": "map" if attention_pool else "mean",
+            "fc_norm": False}
 
 
 def family_config_hints(data: dict[str, Any]) -> dict[str, Any]:

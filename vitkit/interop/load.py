@@ -114,7 +114,8 @@ def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTCo
     if "pos_embed.weight" in state and source.grid_size != target.grid_size:
         prefix = pos_embed_prefix(source)
         state["pos_embed.weight"] = resample_pos_embed(
-            state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix
+            state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix,
+            antialias=target.pos_embed_antialias,
         )
         old, new = ("x".join(map(str, grid)) for grid in (source.grid_size, target.grid_size))
         log.warning(f"vitkit: resampled the position embedding from {old} to {new} patches (bicubic)")

@@ -85,6 +85,8 @@ def check_timm(config: ViTConfig) -> None:
         f"position embedding {config.pos_embed!r}": config.pos_embed.startswith("sincos2d"),
         "a convolutional stem": config.stem != "patch",
         "pooling 'cls_mean'": config.pool == "cls_mean",
+        "plain-bicubic position resampling at run time (pos_embed_antialias=False)":
+            config.dynamic_img_size and not config.pos_embed_antialias,
     })
 
 

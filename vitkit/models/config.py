@@ -63,6 +63,10 @@ class ViTConfig(TransformerConfig):
     """Accept images of any size divisible by the patch (timm's ``dynamic_img_size``): the position embedding is
     resampled to the input's grid in the forward pass (bicubic, as timm), once per size. Off, an input of
     another size than ``image_size`` is an error: it usually means the preprocessing is wrong."""
+    pos_embed_antialias: bool = True
+    """How a learned position table is resampled to another grid (``dynamic_img_size``, or loading at another
+    ``image_size``): bicubic antialiased, as timm and transformers' DINOv2-with-registers do (True), or plain
+    bicubic (False), as transformers' ViT, DeiT, DINOv2, CLIP and SigLIP ``interpolate_pos_encoding`` do."""
     distilled: bool = False
     """DeiT's distillation token (Touvron et al. 2021, "Training data-efficient image transformers"): a second
     learned token after [CLS] with a head of its own (timm's ``dist_token`` / ``head_dist``). The output is the

@@ -93,8 +93,11 @@ class PositionEmbedding(nn.Module):
     """
 
     def __init__(self, length: int, dim: int, fixed: torch.Tensor | None = None,
-                 grid: tuple[int, int] | None = None, prefix_tokens: int = 0, endpoint: bool = False) -> None:
+                 grid: tuple[int, int] | None = None, prefix_tokens: int = 0, endpoint: bool = False,
+                 antialias: bool = True) -> None:
         super().__init__()
+        self.antialias = antialias
+        """Whether a learned table is resampled antialiased (timm's) or plain bicubic (transformers')."""
         self.endpoint = endpoint
         """For a fixed table: :func:`sincos_2d`'s ``endpoint`` (big_vision's frequencies)."""
         if fixed is None:
@@ -134,7 +137,7 @@ class PositionEmbedding(nn.Module):
         if self.fixed:
             table = sincos_2d(grid, self.weight.shape[-1], endpoint=self.endpoint)
             return table.to(self.weight.device, self.weight.dtype).unsqueeze(0)
-        return resample_pos_embed(self.weight, grid, self.grid, self.prefix_tokens)
+        return resample_pos_embed(self.weight, grid, self.grid, self.prefix_tokens, antialias=self.antialias)
 
 
 def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0, endpoint: bool = False) -> torch.Tensor:

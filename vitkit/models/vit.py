@@ -89,7 +89,8 @@ class VisionTransformer(TransformerModel):
             table = sincos_2d(c.grid_size, c.dim, endpoint=jax)
             return PositionEmbedding(c.num_patches, c.dim, fixed=table, grid=c.grid_size, endpoint=jax)
         prefix = pos_embed_prefix(c)
-        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix)
+        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix,
+                                 antialias=c.pos_embed_antialias)
 
     @property
     def embed_order(self) -> tuple[str, ...]:
