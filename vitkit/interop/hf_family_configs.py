@@ -13,7 +13,7 @@ import torch
 from ..errors import VitkitError
 from ..models.config import ViTConfig
 from ..models.heads import norm_after_pool
-from .hf import (act_from_hf, check_hf, class_names_from_hf, encoder_fields, from_hf, hf_config_json, label_fields,
+from .hf import (act_from_hf, check_hf, class_names_from, encoder_fields, from_hf, hf_config_json, label_fields,
                  to_hf)
 from .hf_families import Family, family_from_vitkit, family_of_config, family_of_keys, family_to_vitkit
 from .keymap import beyond_paper_vit, unexpressible
@@ -75,7 +75,7 @@ def family_config_hints(data: dict[str, Any]) -> dict[str, Any]:
              "num_channels": "in_channels", "layerscale_value": "init_values"}
     hints = {field: vision[key] for key, field in table.items() if vision.get(key) is not None}
     hints["act"] = act_from_hf(vision.get("hidden_act", _DEFAULT_ACTS.get(family, "gelu")), where)
-    names = class_names_from_hf(data)
+    names = class_names_from(data)
     return hints | {"class_names": names} if names else hints
 
 
@@ -125,7 +125,7 @@ def hf_config_json_any(config: ViTConfig, class_names: list[str] | None = None) 
         return hf_config_json(config, class_names)
     check_family(family, config)
     architecture = family.classifier if config.num_classes else family.headless
-    fields, labels = encoder_fields(config), label_fields(config, class_names)
+    fields, labels = encoder_fields(config), label_fields(class_names, config.num_classes)
     if family.name == "deit":
         return {"architectures": [architecture], "model_type": "deit", **fields,
                 "encoder_stride": config.patch_size[0], **labels}
