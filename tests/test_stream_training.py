@@ -110,10 +110,10 @@ import os, signal, sys
 from pathlib import Path
 import vitkit.data.stream as stream
 original = stream.load_for_model
-def load(path, short_side):
+def load(path, *fit):
     if Path(str(path)).name == sys.argv[1]:
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(path, short_side)
+    return original(path, *fit)
 stream.load_for_model = load
 from vitkit.cli import main
 raise SystemExit(main(sys.argv[2:]))

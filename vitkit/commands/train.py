@@ -47,6 +47,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop (default: "
                           "the --init checkpoint's, else the embedded dataset's, 1.0 for mnist-5k, else 0.875)"),
+    ("--interpolation", str, "evaluation: how the shorter side is resized (default: the --init checkpoint's, "
+                             "else bicubic)"),
     ("--time-limit", float, "plan the run to this many minutes: the epochs that fit (measured), with the "
                             "schedule ending at --min-lr when the time ends; --epochs, if given, is the most "
                             "(default: no limit)"),
@@ -67,6 +69,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "--frame-sampling": ("uniform", "strided"),
     "--inflate": ("central_frame", "filter_average"),
     "--cache": ("auto", "ram", "none"),
+    "--interpolation": ("bicubic", "bilinear"),
 }
 _MODEL_OPTIONS = {"drop_path"}
 

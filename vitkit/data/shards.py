@@ -200,8 +200,8 @@ def label_of(sample: dict[str, Any], classes: int) -> int:
 class _BytesImages(FileImages):
     """``FileImages`` over encoded images already read from a shard."""
 
-    def __init__(self, named: list[tuple[str, bytes]], short_side: int) -> None:
-        super().__init__([name for name, _ in named], short_side)
+    def __init__(self, named: list[tuple[str, bytes]], short_side: int, interpolation: str = "bicubic") -> None:
+        super().__init__([name for name, _ in named], short_side, interpolation)
         self.data = [data for _, data in named]
 
     def __getitem__(self, index: int) -> torch.Tensor:
@@ -243,7 +243,8 @@ class ShardBatches(EpochStream):
         for step in plan.steps_of(lane, self.first_step):
             chunk = list(itertools.islice(samples, b))
             named = [image_bytes(s) for s in chunk]
-            data = StreamedImageSet(_BytesImages(named, self.prep.short_side), [label_of(s, classes) for s in chunk],
+            files = _BytesImages(named, self.prep.short_side, self.prep.interpolation)
+            data = StreamedImageSet(files, [label_of(s, classes) for s in chunk],
                                     plan.shards.class_names)
             where = (plan.seed, self.epoch, step * plan.world + self.rank)  # distinct augmentations per process
             images, targets = train_batch_from_files(data, list(range(len(chunk))), self.prep, self.aug, classes, where)

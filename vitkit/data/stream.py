@@ -122,9 +122,11 @@ def take_skipped() -> list[tuple[str, str]]:
 class FileImages:
     """``images[i]`` decodes file ``i`` (shorter side ``short_side``) when asked; nothing is kept."""
 
-    def __init__(self, paths: Sequence[str | Path], short_side: int) -> None:
+    def __init__(self, paths: Sequence[str | Path], short_side: int, interpolation: str = "bicubic") -> None:
         self.paths = [str(p) for p in paths]
         self.short_side = short_side
+        self.interpolation = interpolation
+        """How the shorter side is fitted (``data.images.RESIZE_MODES``)."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -136,7 +138,7 @@ class FileImages:
 
     def _decode(self, index: int, source: str | bytes) -> torch.Tensor:
         try:
-            return load_for_model(source, self.short_side)
+            return load_for_model(source, self.short_side, self.interpolation)
         except BadImage as error:
             _found_bad.append((self.paths[index], str(error)))
             raise

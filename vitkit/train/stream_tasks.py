@@ -77,7 +77,7 @@ class ShardEval(EpochStream):
     def _batch(self, named: list[tuple[str, bytes]], labels: list[int]) -> StepBatch:
         from ..data.shards import _BytesImages
 
-        files = _BytesImages(named, self.prep.short_side)
+        files = _BytesImages(named, self.prep.short_side, self.prep.interpolation)
         return FolderEval(files, labels, self.prep, len(named))(0, 0)
 
 
@@ -134,9 +134,10 @@ class StreamedFolderTask(_StreamedImageTask):
         self.prep = image_prep(config, image_size)
         found = find_dataset(Path(config.data), val_fraction=config.val_fraction, seed=config.seed)
         self.class_names = found.class_names
-        self.train_set = StreamedImageSet(FileImages(found.train.paths, self.prep.short_side), found.train.labels,
+        fit = (self.prep.short_side, self.prep.interpolation)
+        self.train_set = StreamedImageSet(FileImages(found.train.paths, *fit), found.train.labels,
                                           found.class_names)
-        self.val_set = StreamedImageSet(FileImages(found.val.paths, self.prep.short_side), found.val.labels,
+        self.val_set = StreamedImageSet(FileImages(found.val.paths, *fit), found.val.labels,
                                         found.class_names)
         self.aug, self.workers, self.cache = config.augmentation(), workers, cache
 
@@ -198,7 +199,7 @@ class StreamedEvalSet:
         self.class_names = sorted(files)
         paths = [p for n in self.class_names for p in files[n]]
         labels = [i for i, n in enumerate(self.class_names) for _ in files[n]]
-        self.source = FolderEval(FileImages(paths, prep.short_side), labels, prep, batch_size)
+        self.source = FolderEval(FileImages(paths, prep.short_side, prep.interpolation), labels, prep, batch_size)
 
     def evaluate(self, model: nn.Module, workers: int, precision: str = "fp32") -> dict[str, Any]:
         metrics = evaluate_stream(model, self.source, workers, self.class_names, precision)
@@ -210,7 +211,7 @@ def predict_files(model: nn.Module, paths: list[Path], prep: Preprocess, workers
                   precision: str = "fp32") -> Iterator[tuple[list[str], torch.Tensor, list[tuple[str, str]]]]:
     """(paths, logits, skipped) one batch at a time for image files, decoded in worker processes: predicting
     any number of files holds one batch of them at a time."""
-    source = FolderEval(FileImages(paths, prep.short_side), [0] * len(paths), prep, batch_size)
+    source = FolderEval(FileImages(paths, prep.short_side, prep.interpolation), [0] * len(paths), prep, batch_size)
     loader = StepLoader(source, workers)
     try:
         for batch in loader.batches(0, source.chunks()):

@@ -25,7 +25,8 @@ from .evaluate import evaluate, evaluate_clips
 
 def image_prep(config: TrainConfig, image_size: int) -> Preprocess:
     """The eval preprocessing of a run: resize to ``image_size / crop_pct``, center crop, the run's mean/std."""
-    return Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+    return Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std,
+                      config.interpolation or "bicubic")
 
 
 class BaseImageTask:
@@ -65,7 +66,8 @@ class ImageTask(BaseImageTask):
 
     def __init__(self, config: TrainConfig, image_size: int) -> None:
         self.prep = image_prep(config, image_size)
-        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction, config.seed)
+        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction,
+                                                     config.seed, interpolation=self.prep.interpolation)
         self.class_names = self.train_set.class_names
         self.aug = config.augmentation()
 
