@@ -166,20 +166,35 @@ VIDEO_COMMON = ["--task", "video", "--model", "vivit_m2_ti", *[x for k, v in TIN
     "--lr", "3e-3", "--save-every", "2", "--ema", "0.9"]
 
 
-@pytest.mark.slow
-def test_a_video_folder_streamed_by_workers_trains_like_memory_and_resumes_after_sigkill(videos, tmp_path) -> None:
-    args = ["train", "--data", str(videos), *VIDEO_COMMON]
-    cached = _drive("none", 0, [*args, "--cache", "ram", "--workers", "0", "--out", str(tmp_path / "cached")])
+@pytest.fixture(scope="module")
+def cached_video_run(videos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("videoruns") / "cached"
+    cached = _drive("none", 0, ["train", "--data", str(videos), *VIDEO_COMMON, "--cache", "ram", "--workers", "0",
+                                "--out", str(out)])
     assert cached.returncode == 0, cached.stderr
-    streamed = _drive("none", 0, [*args, "--cache", "none", "--workers", "2", "--out", str(tmp_path / "streamed")])
-    assert streamed.returncode == 0, streamed.stderr
+    return out / "last.safetensors"
+
+
+@pytest.mark.slow
+def test_a_video_folder_streamed_by_workers_trains_like_memory_and_resumes_after_sigkill(videos, cached_video_run,
+                                                                                         tmp_path) -> None:
+    args = ["train", "--data", str(videos), *VIDEO_COMMON, "--cache", "none", "--workers", "2"]
+    streamed = killed_and_resumed_equals_straight(args, tmp_path, step=5)  # 3 steps an epoch: killed in epoch 2
     assert "loader: folder, 2 worker process(es), prefetch 2, cache none (--cache none" in streamed.stderr
-    assert _same(tmp_path / "streamed" / "last.safetensors", tmp_path / "cached" / "last.safetensors") == []
-    killed = _drive("step", 5, [*args, "--cache", "none", "--workers", "2", "--out", str(tmp_path / "killed")])
-    assert killed.returncode == -9, killed.stderr  # the 5th step: epoch 2, after the step-4 checkpoint
-    resumed = _drive("none", 0, ["train", "--resume", str(tmp_path / "killed")])
-    assert resumed.returncode == 0, resumed.stderr
-    assert _same(tmp_path / "killed" / "last.safetensors", tmp_path / "cached" / "last.safetensors") == []
+    assert _same(tmp_path / "straight" / "last.safetensors", cached_video_run) == []
+
+
+@pytest.mark.slow
+def test_two_processes_streaming_a_video_folder_equal_one_process(videos, cached_video_run, tmp_path) -> None:
+    from test_distributed import _max_difference
+
+    args = ["train", "--data", str(videos), *VIDEO_COMMON, "--cache", "none", "--workers", "1"]
+    result = _drive("none", 0, [*args, "--out", str(tmp_path / "ddp")], processes=2)
+    assert result.returncode == 0, result.stderr
+    assert "2 process(es) x 2 per process" in result.stderr
+    # DDP sums the gradients in another order: 2.0e-6 here for two processes from memory as from disk (measured),
+    # against 0.28 for the same run in another sample order.
+    assert _max_difference(tmp_path / "ddp" / "last.safetensors", cached_video_run) <= 1e-5
 
 
 @pytest.mark.slow
