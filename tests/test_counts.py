@@ -54,9 +54,18 @@ def test_counts_equal_the_dry_run_for_every_vit_option(overrides: dict) -> None:
     assert (counts.params, counts.flops) == dry_run(config)
 
 
-@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "vivit_m4_ti"])
+@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "vivit_m4_ti", "timesformer_b16"])
 def test_counts_equal_the_dry_run_for_video_options(variant: str) -> None:
     config = get_config(variant, num_frames=8, image_size=64, mlp_dim=100, qkv_bias=False, num_classes=0, heads=6)
+    counts = count(config)
+    assert (counts.params, counts.flops) == dry_run(config)
+
+
+@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "timesformer_b16"])
+def test_counts_equal_the_dry_run_without_a_key_bias(variant: str) -> None:
+    """VideoMAE's attention (q and v biases only) in every variant that takes it; Model 2 with fc_norm."""
+    pool = "cls" if variant in ("vivit_m1_ti", "timesformer_b16") else "mean"
+    config = get_config(variant, num_frames=8, image_size=64, key_bias=False, pool=pool, fc_norm=pool == "mean")
     counts = count(config)
     assert (counts.params, counts.flops) == dry_run(config)
 
