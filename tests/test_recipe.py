@@ -135,3 +135,12 @@ def test_no_probe_when_the_model_is_fixed(tmp_path, monkeypatch, given) -> None:
     monkeypatch.setattr(recipe, "in_distributed_run", lambda: False)
     config = build_train_config(build_parser().parse_args(["train", "--data", str(root), *given]))
     assert config.model == "vit_s16" or config.init == "x"
+
+
+def test_the_probe_builds_the_candidate_with_its_own_options() -> None:
+    """A 4-pixel-patch candidate at 40 px must be probed as such (the default 16-pixel patch does not fit 40 px)."""
+    import torch
+
+    tiny = recipe.Candidate("tiny", "vit_ti16", {"patch_size": 4, "depth": 1, "dim": 32, "heads": 2}, 40)
+    seconds = recipe.measure_epoch(profile(items=16, side=40), 8, "fp32", torch.device("cpu"), steps=1)(tiny)
+    assert 0 < seconds < 60

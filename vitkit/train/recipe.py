@@ -229,7 +229,8 @@ def measure_epoch(profile: DataProfile, batch_size: int, precision: str, device:
         if candidate.frames is not None:
             sizes["num_frames"] = candidate.frames
         run = TrainConfig(model=candidate.model, model_args=candidate.model_args, precision=precision)
-        model = build_model(run, sizes, candidate.frames is not None, device, log=print)  # as the run builds it
+        overrides = {**candidate.model_args, **sizes}
+        model = build_model(run, overrides, candidate.frames is not None, device, log=print)  # as the run builds it
         inputs = torch.randn(batch_size, *model.config.input_shape, device=device)
         targets = torch.randint(0, profile.classes, (batch_size,), device=device)
         pace = probe_pace(model, inputs, targets, precision, max(1, profile.items // 4), steps)
