@@ -19,6 +19,7 @@ from vitkit.models.inflate import inflate_from_image
 from vitkit.models.layers import Attention, QVBiasAttention
 from vitkit.models.video_positions import resample_grid, sinusoid_table
 from vitkit.store import save_model
+from vitkit.train.optim import parameter_groups
 
 TINY = dict(image_size=32, num_frames=4, tubelet_size=(2, 8, 8), dim=32, depth=3, heads=4, num_classes=5)
 VARIANTS = {
@@ -163,6 +164,16 @@ def test_inflating_an_image_vit_into_videomae_or_timesformer_is_refused_in_one_l
     image = vitkit.VisionTransformer(vitkit.ViTConfig(image_size=32, patch_size=8, dim=32, depth=3, heads=4))
     with pytest.raises(vitkit.VitkitError, match="inflating an image ViT supports ViViT Models 1-4, not"):
         inflate_from_image(tiny(kind), image)
+
+
+@pytest.mark.parametrize("kind", ["m2", "timesformer"])
+def test_no_position_table_is_weight_decayed(kind: str) -> None:
+    """Model 2's and TimeSformer's per-frame table (``temporal_pos_embed``) is exempt like ``pos_embed``."""
+    model = tiny(kind)
+    decayed = {id(p) for p in parameter_groups(model, 0.05)[0]["params"]}
+    tables = [name for name, p in model.named_parameters() if "pos_embed" in name]
+    assert tables == ["pos_embed.weight", "temporal_pos_embed.weight"]
+    assert not any(id(model.get_parameter(name)) in decayed for name in tables)
 
 
 def test_explaining_a_timesformer_is_refused_in_one_line() -> None:

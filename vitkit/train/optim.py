@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-# Decaying these pulls them toward zero for no benefit: norms' scales, biases, the position table, [CLS].
+# Decaying these pulls them toward zero for no benefit: norms' scales, biases, the position tables ("*pos_embed":
+# also ViViT Model 2's and TimeSformer's ``temporal_pos_embed``), [CLS].
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "token")
 
 
@@ -17,7 +18,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        exempt = param.ndim <= 1 or any(part in NO_DECAY_NAMES for part in name.split("."))
+        parts = name.split(".")
+        exempt = param.ndim <= 1 or any(part in NO_DECAY_NAMES or part.endswith("_pos_embed") for part in parts)
         (no_decay if exempt else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
