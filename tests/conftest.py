@@ -43,6 +43,33 @@ def save_weights(model: torch.nn.Module, path: Path) -> Path:
     return path
 
 
+def block_outputs(model: torch.nn.Module, inputs: torch.Tensor, blocks: torch.nn.Sequential) -> list[torch.Tensor]:
+    """The output of each of ``blocks`` in ``model.forward_features(inputs)``, recorded by forward hooks (the
+    reference the forward_intermediates tests compare with)."""
+    outputs: list[torch.Tensor] = []
+    handles = [block.register_forward_hook(lambda module, args, out: outputs.append(out)) for block in blocks]
+    try:
+        with torch.no_grad():
+            model.forward_features(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def intermediates_every_way(model: torch.nn.Module, inputs: torch.Tensor, indices) -> dict[str, object]:
+    """``model.forward_intermediates`` called the ways the dense tests check (image and video models): ``final``
+    and ``maps`` (default), ``tokens`` (NLC), ``normed`` and ``early`` (stop_early), without gradients."""
+    run = model.forward_intermediates
+    nlc = "NLC"
+    with torch.no_grad():
+        final, maps = run(inputs, indices=indices)
+        return {"final": final, "maps": maps, "features": model.forward_features(inputs),
+                "tokens": run(inputs, indices=indices, output_fmt=nlc, intermediates_only=True),
+                "normed": run(inputs, indices=indices, norm=True, intermediates_only=True),
+                "early": run(inputs, indices=indices, intermediates_only=True, stop_early=True)}
+
+
 def shared_data(name: str) -> Path:
     """A folder of ``../shared/data``; the test is skipped when it is absent (e.g. outside this workplace)."""
     path = SHARED_DATA / name

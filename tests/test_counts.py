@@ -23,8 +23,8 @@ VIT_OPTIONS = [dict(pool="mean", class_token=False), dict(pos_embed="sincos2d"),
                dict(init_values=1e-5, reg_tokens=4), dict(reg_tokens=2, pos_embed="learned_patches"),
                dict(distilled=True), dict(distilled=True, num_classes=0, pos_embed="learned_patches"),
                dict(qk_norm=True, norm_pre=True), dict(pool="map", class_token=False), dict(pool="map", reg_tokens=2),
-               dict(pool="mean", fc_norm=False), dict(swiglu=True, mlp_norm=True, k_bias=False, rope=True),
-               dict(swiglu=True, mlp_dim=100, pool="mean"), dict(k_bias=False, qkv_layout="split", rope=True)]
+               dict(pool="mean", fc_norm=False), dict(swiglu=True, mlp_norm=True, key_bias=False, rope=True),
+               dict(swiglu=True, mlp_dim=100, pool="mean"), dict(key_bias=False, qkv_layout="split", rope=True)]
 
 
 def dry_run(config) -> tuple[int, int]:
@@ -55,9 +55,18 @@ def test_counts_equal_the_dry_run_for_every_vit_option(overrides: dict) -> None:
     assert (counts.params, counts.flops) == dry_run(config)
 
 
-@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "vivit_m4_ti"])
+@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "vivit_m4_ti", "timesformer_b16"])
 def test_counts_equal_the_dry_run_for_video_options(variant: str) -> None:
     config = get_config(variant, num_frames=8, image_size=64, mlp_dim=100, qkv_bias=False, num_classes=0, heads=6)
+    counts = count(config)
+    assert (counts.params, counts.flops) == dry_run(config)
+
+
+@pytest.mark.parametrize("variant", ["vivit_m1_ti", "vivit_m2_ti", "vivit_m3_ti", "timesformer_b16"])
+def test_counts_equal_the_dry_run_without_a_key_bias(variant: str) -> None:
+    """VideoMAE's attention (q and v biases only) in every variant that takes it; Model 2 with fc_norm."""
+    pool = "cls" if variant in ("vivit_m1_ti", "timesformer_b16") else "mean"
+    config = get_config(variant, num_frames=8, image_size=64, key_bias=False, pool=pool, fc_norm=pool == "mean")
     counts = count(config)
     assert (counts.params, counts.flops) == dry_run(config)
 

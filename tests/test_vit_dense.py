@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_
+from conftest import block_outputs, intermediates_every_way, randomize_
 
 import vitkit
 from vitkit.errors import ConfigError, VitkitError
@@ -96,33 +96,17 @@ def test_training_at_another_size_reaches_the_learned_position_embedding() -> No
     assert model.pos_embed.weight.grad is not None and model.pos_embed.weight.grad.abs().sum() > 0
 
 
-def block_outputs(model: vitkit.VisionTransformer, images: torch.Tensor) -> list[torch.Tensor]:
-    """Every block's output, recorded by forward hooks (the reference for forward_intermediates)."""
-    outputs: list[torch.Tensor] = []
-    handles = [block.register_forward_hook(lambda m, a, out: outputs.append(out)) for block in model.blocks]
-    try:
-        with torch.no_grad():
-            model.forward_features(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs
-
-
 @pytest.mark.parametrize("indices, taken", [(None, [0, 1, 2]), (2, [1, 2]), ([0, -1], [0, 2]), ((1,), [1])])
 @pytest.mark.parametrize("overrides", [{}, {"reg_tokens": 2, "dynamic_img_size": True}])
 def test_forward_intermediates_are_the_chosen_blocks_patch_tokens_as_maps(indices, taken, overrides) -> None:
     model = small(**overrides)
     size = (48, 32) if overrides else (32, 32)
     images = torch.randn(2, 3, *size)
-    hooked = block_outputs(model, images)
+    hooked = block_outputs(model, images, model.blocks)
     prefix = model.num_prefix_tokens
-    with torch.no_grad():
-        final, maps = model.forward_intermediates(images, indices=indices)
-        tokens = model.forward_intermediates(images, indices=indices, output_fmt="NLC", intermediates_only=True)
-        normed = model.forward_intermediates(images, indices=indices, norm=True, intermediates_only=True)
-        early = model.forward_intermediates(images, indices=indices, intermediates_only=True, stop_early=True)
-        assert torch.equal(final, model.forward_features(images))
+    out = intermediates_every_way(model, images, indices)
+    assert torch.equal(out["final"], out["features"])
+    maps, tokens, normed, early = out["maps"], out["tokens"], out["normed"], out["early"]
     grid = (size[0] // 8, size[1] // 8)
     assert len(maps) == len(taken) and all(m.shape == (2, 32, *grid) for m in maps)
     for i, index in enumerate(taken):

@@ -52,10 +52,7 @@ def _attention(config: ViTConfig | ViViTConfig, tokens: int, attended: int) -> C
     """qkv and output projections over ``tokens`` tokens; each attends to ``attended`` keys (both products)."""
     c = config
     scores = Counts(0, 4 * tokens * attended * c.dim)
-    qkv = _linear(tokens, c.dim, 3 * c.dim, c.qkv_bias)
-    if c.qkv_bias and not getattr(c, "k_bias", True):  # EVA: queries and values only
-        qkv = Counts(qkv.params - c.dim, qkv.flops)
-    return _add(qkv, scores, _linear(tokens, c.dim, c.dim))
+    return _add(_linear(tokens, c.dim, 3 * c.dim, c.qkv_bias), scores, _linear(tokens, c.dim, c.dim))
 
 
 def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> Counts:
@@ -83,7 +80,9 @@ def _vit(c: ViTConfig) -> Counts:
     # Across the batch (the blog's defect), each token attends to the one image of the batch.
     attended = 1 if c.attention_axis == "batch" else tokens
     # Layer scale: two gammas of dim; QK-norm: two LayerNorms of the head size.
-    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0), 0)
+    # EVA's q/v-only bias: one bias vector fewer.
+    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0)
+                    - dim * (c.qkv_bias and not c.key_bias), 0)
     blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), extras)
     norms = Counts(2 * dim * ((c.norm == "pre") + c.norm_pre), 0)
     embed = Counts(dim * prefix + positions, 0)
@@ -127,7 +126,8 @@ def _vivit(c: ViViTConfig) -> Counts:
         temporal = _block(c, temporal_tokens, _attention(c, temporal_tokens, temporal_tokens))
         prefix = Counts(2 * cls * dim + (spatial_tokens + temporal_tokens) * dim, 0)
         frames_flops = Counts(spatial.params * c.depth, spatial.flops * c.depth * frames)
-        return _add(embed, prefix, frames_flops, norm, *[temporal] * c.temporal_depth, norm, _head(c))
+        no_key_bias = Counts(-dim * (c.depth + c.temporal_depth) * (not c.key_bias), 0)  # VideoMAE's q/v bias
+        return _add(embed, prefix, frames_flops, norm, *[temporal] * c.temporal_depth, no_key_bias, norm, _head(c))
     tokens = frames * per_frame + cls
     if c.variant == "spatiotemporal":
         block = _block(c, tokens, _attention(c, tokens, tokens))
@@ -135,13 +135,22 @@ def _vivit(c: ViViTConfig) -> Counts:
         within = _attention(c, tokens, per_frame)
         across = _attention(c, tokens, frames)
         block = _add(_block(c, tokens, within), across, norm)
+    elif c.variant == "divided_space_time":  # TimeSformer: [CLS] joins every frame's spatial attention
+        patches = frames * per_frame
+        across = _add(_attention(c, patches, frames), _linear(patches, dim, dim), norm)
+        within = _attention(c, frames * (per_frame + 1), per_frame + 1)
+        block = _add(_block(c, tokens, within), across)
     else:  # factorised_dot_product: spatial heads attend within the frame, the others across frames
         head_dim, spatial_heads = dim // c.heads, c.spatial_heads
         scores = 4 * tokens * head_dim * (spatial_heads * per_frame + (c.heads - spatial_heads) * frames)
         projections = _add(_linear(tokens, dim, 3 * dim, c.qkv_bias), _linear(tokens, dim, dim))
         block = _block(c, tokens, _add(projections, Counts(0, scores)))
-    prefix = Counts(cls * dim + tokens * dim, 0)
-    return _add(embed, prefix, *[block] * c.depth, norm, _head(c))
+    positions = {"learned": tokens, "sincos": 0}[c.pos_embed] * dim
+    if c.variant == "divided_space_time":  # one frame's table ([CLS] and N) plus one vector per frame
+        positions = (per_frame + cls + frames) * dim
+    no_key_bias = Counts(-dim * c.depth * (1 + (c.variant != "spatiotemporal")) * (not c.key_bias), 0)  # q/v bias
+    prefix = Counts(cls * dim + positions, 0)
+    return _add(embed, prefix, *[block] * c.depth, no_key_bias, norm, _head(c))
 
 
 def swin3d_params(config: Swin3DConfig) -> int:

@@ -20,9 +20,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     class_names = model.config.extra.get("source", {}).get("class_names")
     written = save_as(model, args.to, args.out, class_names=class_names, preprocess=_preprocess(args, model))
     c = model.config
-    print(f"wrote {written} ({args.to}): ViT dim {c.dim}, depth {c.depth}, heads {c.heads}, "
-          f"patch {'x'.join(map(str, c.patch_size))}, image {'x'.join(map(str, c.image_size))}, "
-          f"{c.num_classes} classes")
+    video = hasattr(c, "num_frames")
+    patch = f"tubelet {'x'.join(map(str, c.tubelet_size))}" if video else f"patch {'x'.join(map(str, c.patch_size))}"
+    clip = f"{c.num_frames}x" if video else ""
+    print(f"wrote {written} ({args.to}): {c.kind} dim {c.dim}, depth {c.depth}, heads {c.heads}, {patch}, "
+          f"{'clip' if video else 'image'} {clip}{'x'.join(map(str, c.image_size))}, {c.num_classes} classes")
     kwargs = reference_kwargs(args.to, c)
     if kwargs:
         from ..interop.timm_eva import timm_class

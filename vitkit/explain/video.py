@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import VitkitError
-from ..models.vivit import VideoVisionTransformer, frames_to_tokens, positions_to_tokens
+from ..models.clip_tokens import frames_to_tokens, positions_to_tokens
+from ..models.vivit import VideoVisionTransformer
 from .attention import recording, stack_layers
 from .maps import METHODS, Explanation, _classes, _layer_attention, chosen_layer_heads, map_gradients
 from .rollout import grad_rollout, query_relevance, rollout
@@ -38,6 +39,9 @@ def explain_video(model: VideoVisionTransformer, clips: torch.Tensor, method: st
     if not isinstance(model, VideoVisionTransformer):
         raise VitkitError(f"explain_video explains a VideoVisionTransformer, not a {type(model).__name__}")
     config = model.config
+    if config.variant == "divided_space_time":
+        raise VitkitError("explain does not draw TimeSformer's divided space-time attention yet (its [CLS] is "
+                          "copied into every frame); explain a ViViT Model 1-4 or a VideoMAE")
     with torch.set_grad_enabled(method == "grad-rollout"):
         if method == "grad-rollout":
             clips = clips.detach().requires_grad_(True)  # a graph to the attention even with frozen weights

@@ -18,7 +18,14 @@ from .timm import from_timm, timm_hints
 from .timm_eva import SIGNATURE as EVA_SIGNATURE
 from .timm_eva import check_timm_file, eva_hints, from_timm_eva, timm_reference_kwargs, to_timm_file
 from .torchvision import check_torchvision, from_torchvision, to_torchvision, torchvision_kwargs
-from .transformers_vivit import check_transformers_vivit, from_transformers_vivit, to_transformers_vivit
+from .transformers_timesformer import (check_transformers_timesformer, from_transformers_timesformer,
+                                       timesformer_config_from_transformers, to_transformers_timesformer,
+                                       transformers_timesformer_config_json)
+from .transformers_videomae import (check_transformers_videomae, from_transformers_videomae,
+                                    to_transformers_videomae, transformers_videomae_config_json,
+                                    videomae_config_from_transformers)
+from .transformers_vivit import (check_transformers_vivit, from_transformers_vivit, to_transformers_vivit,
+                                 transformers_vivit_config_json, vivit_config_from_transformers)
 
 
 def _same(state: dict[str, Any], *config: Any) -> dict[str, Any]:
@@ -49,14 +56,40 @@ class Format:
     """A one-line error if this library cannot express a config."""
     reference_kwargs: Callable[[Any], dict[str, Any]] | None = None
     """The library model's constructor arguments for a config (timm's and torchvision's ``VisionTransformer``)."""
+    model_type: str = ""
+    """A transformers video model's ``model_type`` (its ``config.json``, read by ``read_config``)."""
+    read_config: Callable[[dict[str, Any]], tuple[Any, list[str] | None]] | None = None
+    """A video model's config and class names from its transformers ``config.json``."""
+    write_config: Callable[[Any, list[str] | None], dict[str, Any]] | None = None
+    """The transformers ``config.json`` of a video model (``--to hf``)."""
+
+
+def _transformers_video(name: str, model_type: str, prefix: str, read: Callable, write: Callable, check: Callable,
+                        read_config: Callable, write_config: Callable) -> Format:
+    """The Format of one of transformers' video classifiers: weights under ``prefix``, a ``config.json``."""
+    signature = re.escape(prefix) + r"embeddings\.patch_embeddings\.projection\.weight"
+    return Format(f"transformers-{model_type}", f"transformers {name}", signature, read, video=True,
+                  from_vitkit=write, check=check, model_type=model_type, read_config=read_config,
+                  write_config=write_config)
+
+
+VIDEO_FORMATS = [
+    _transformers_video("ViViT", "vivit", "vivit.", from_transformers_vivit, to_transformers_vivit,
+                        check_transformers_vivit, vivit_config_from_transformers, transformers_vivit_config_json),
+    _transformers_video("VideoMAE", "videomae", "videomae.", from_transformers_videomae, to_transformers_videomae,
+                        check_transformers_videomae, videomae_config_from_transformers,
+                        transformers_videomae_config_json),
+    _transformers_video("TimeSformer", "timesformer", "timesformer.", from_transformers_timesformer,
+                        to_transformers_timesformer, check_transformers_timesformer,
+                        timesformer_config_from_transformers, transformers_timesformer_config_json),
+]
 
 
 # First match wins: vitkit's names differ from timm's only in `cls_token.token` / `pos_embed.weight`.
 FORMATS = [
     Format("jax", "JAX/Flax ViT (.npz)", r"(?:opt/target/|params/(?:img/)?)?embedding/kernel", from_jax,
            jax_hints),
-    Format("transformers-vivit", "transformers ViViT", r"vivit\.embeddings\.patch_embeddings\.projection\.weight",
-           from_transformers_vivit, video=True, from_vitkit=to_transformers_vivit, check=check_transformers_vivit),
+    *VIDEO_FORMATS,
     Format("hf", "Hugging Face transformers ViT", r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
            from_hf, norm_eps=1e-12, from_vitkit=to_hf, check=check_hf),
     Format("torchvision", "torchvision ViT", r"conv_proj\.weight|encoder\.pos_embedding", from_torchvision,

@@ -22,11 +22,8 @@ def _layer(hub: str, v5: str, vitkit: str) -> tuple[tuple[str, str], str]:
     return (f"encoder.layer.{{n}}.{hub}.{{p}}", f"layers.{{n}}.{v5}.{{p}}"), f"blocks.{{n}}.{vitkit}.{{p}}"
 
 
-# The encoder of transformers' ViT; its ViViT (``transformers_vivit.py``) uses the same one under ``vivit.``.
-ENCODER_PAIRS = [
-    ("embeddings.cls_token", "cls_token.token"),
-    ("embeddings.position_embeddings", "pos_embed.weight"),
-    ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
+# The blocks of transformers' ViT; its ViViT (``transformers_vivit.py``) and VideoMAE have the same ones.
+BLOCK_PAIRS = [
     _layer("attention.attention.query", "attention.q_proj", "attn.q"),
     _layer("attention.attention.key", "attention.k_proj", "attn.k"),
     _layer("attention.attention.value", "attention.v_proj", "attn.v"),
@@ -35,6 +32,13 @@ ENCODER_PAIRS = [
     _layer("layernorm_after", "layernorm_after", "norm2"),
     _layer("intermediate.dense", "mlp.fc1", "mlp.fc1"),
     _layer("output.dense", "mlp.fc2", "mlp.fc2"),
+]
+# The encoder of transformers' ViT; its ViViT uses the same one under ``vivit.``.
+ENCODER_PAIRS = [
+    ("embeddings.cls_token", "cls_token.token"),
+    ("embeddings.position_embeddings", "pos_embed.weight"),
+    ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
+    *BLOCK_PAIRS,
     ("layernorm.{p}", "norm.{p}"),
     ("classifier.{p}", "head.{p}"),
 ]
@@ -54,9 +58,11 @@ def to_hf(state: dict[str, torch.Tensor], config: ViTConfig) -> dict[str, torch.
     return with_prefix(KEYMAP.from_vitkit(split_qkv(state)), "vit." if config.num_classes else "")
 
 
-def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """``prefix`` before every key but the classifier's (transformers' ``*ForImageClassification`` layout)."""
-    return {key if key.startswith("classifier.") else prefix + key: value for key, value in state.items()}
+def with_prefix(state: dict[str, torch.Tensor], prefix: str,
+                top: tuple[str, ...] = ("classifier.",)) -> dict[str, torch.Tensor]:
+    """``prefix`` before every key but the classifier's (transformers' ``*ForImageClassification`` layout) and
+    the other ``top``-level modules' (VideoMAE's ``fc_norm.``)."""
+    return {key if key.startswith(top) else prefix + key: value for key, value in state.items()}
 
 
 def check_hf(config: ViTConfig) -> None:
@@ -71,7 +77,6 @@ def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> d
     """The transformers ``config.json`` describing ``config``."""
     check_hf(config)
     height, width = config.image_size
-    labels = class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
     return {
         "architectures": ["ViTForImageClassification" if config.num_classes else "ViTModel"],
         "model_type": "vit",
@@ -87,9 +92,23 @@ def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> d
         "patch_size": config.patch_size[0],
         "num_channels": config.in_channels,
         "qkv_bias": config.qkv_bias,
-        "id2label": {str(i): name for i, name in enumerate(labels)},
-        "label2id": {name: i for i, name in enumerate(labels)},
+        **label_fields(class_names, config.num_classes),
     }
+
+
+def label_fields(class_names: list[str] | None, num_classes: int) -> dict[str, Any]:
+    """A transformers ``config.json``'s ``id2label`` and ``label2id`` (``LABEL_i`` without class names)."""
+    labels = class_names or [f"LABEL_{i}" for i in range(num_classes)]
+    return {"id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def class_names_from(data: dict[str, Any]) -> list[str] | None:
+    """The class names of a transformers ``config.json`` (its ``id2label``), or None."""
+    labels = data.get("id2label")
+    if not labels:
+        return None
+    return [labels[str(i)] if str(i) in labels else labels[i] for i in range(len(labels))]
 
 
 def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +142,5 @@ def hints_from_hf_config(data: dict[str, Any]) -> dict[str, Any]:
     table = {"num_attention_heads": "heads", "layer_norm_eps": "norm_eps", "image_size": "image_size",
              "num_channels": "in_channels", "qkv_bias": "qkv_bias"}
     hints = {field: data[key] for key, field in table.items() if key in data}
-    labels = data.get("id2label")
-    if labels:
-        hints["class_names"] = [labels[str(i)] if str(i) in labels else labels[i] for i in range(len(labels))]
-    return hints
+    names = class_names_from(data)
+    return {**hints, "class_names": names} if names else hints

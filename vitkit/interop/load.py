@@ -22,7 +22,7 @@ from ..models.config import ViTConfig, to_pair
 from ..models.vit import VisionTransformer, pos_embed_prefix
 from ..models.vivit import VideoVisionTransformer
 from ..store import load_model
-from .detect import BY_NAME, detect_format
+from .detect import BY_NAME, VIDEO_FORMATS, detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
 from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
@@ -30,7 +30,6 @@ from .infer import infer_config
 from .resample import resample_pos_embed
 from .timm import architecture_hints
 from .timm_eva import check_eva_source
-from .transformers_vivit import vivit_config_from_transformers
 
 log = logging.getLogger("vitkit")
 
@@ -171,9 +170,10 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
         return {**sidecar["model"], "class_names": sidecar.get("class_names")}
     if sidecar.get("model_type") == "vit":
         return hints_from_hf_config(sidecar)
-    if sidecar.get("model_type") == "vivit":
-        config, names = vivit_config_from_transformers(sidecar)
-        return {"video_config": config, "class_names": names}
+    video = next((fmt for fmt in VIDEO_FORMATS if fmt.model_type == sidecar.get("model_type")), None)
+    if video is not None and video.read_config is not None:
+        config, names = video.read_config(sidecar)
+        return {"video_config": config, "video_model_type": video.model_type, "class_names": names}
     input_size = (sidecar.get("pretrained_cfg") or {}).get("input_size")  # timm's Hub config
     hints = architecture_hints(sidecar.get("architecture"))
     return {**hints, "image_size": tuple(input_size[-2:])} if input_size else hints
@@ -181,11 +181,16 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
 
 def _load_video(weights: SourceWeights, source: str, num_classes: int | None, image_size: Any,
                 overrides: dict[str, Any]) -> nn.Module:
-    """A transformers ViViT as vitkit's Model 1, from the ``config.json`` beside its weights."""
+    """A transformers video classifier (ViViT, VideoMAE, TimeSformer) as vitkit's ViViT, from the ``config.json``
+    beside its weights. Other clip sizes: ``dynamic_img_size=True`` (run time), not ``image_size``."""
+    described = BY_NAME[weights.format].description
     if "video_config" not in weights.hints:
-        raise VitkitError(f"{weights.path}: a transformers ViViT needs its config.json beside the weights")
+        raise VitkitError(f"{weights.path}: a {described} needs its config.json beside the weights")
+    if weights.hints["video_model_type"] != BY_NAME[weights.format].model_type:
+        raise VitkitError(f"{weights.path}: the config.json beside these {described} weights is a "
+                          f"{weights.hints['video_model_type']!r} model's; put the model's own config.json there")
     if image_size is not None:
-        raise VitkitError(f"{source}: changing the input size is supported for image ViTs only")
+        raise VitkitError(f"{source}: a video model takes other clip sizes with dynamic_img_size=True, not image_size")
     config = weights.hints["video_config"].replace(**overrides)
     info = {"source": source, "format": weights.format, "class_names": weights.class_names}
     model = VideoVisionTransformer(config.replace(extra={**config.extra, "source": info}))

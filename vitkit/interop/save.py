@@ -2,7 +2,9 @@
 
 - ``vitkit``: vitkit's model folder (``config.json`` + ``model.safetensors``).
 - ``hf``: a transformers folder (``config.json`` + ``model.safetensors``) for ``ViTForImageClassification``
-  (``ViTModel`` when the model has no head) ``.from_pretrained``.
+  (``ViTModel`` when the model has no head) ``.from_pretrained``; for a video model, the transformers classifier
+  of its kind: ``VivitForVideoClassification`` (Model 1), ``VideoMAEForVideoClassification`` (``pos_embed=
+  "sincos"``) or ``TimesformerForVideoClassification`` (``divided_space_time``).
 - ``timm`` / ``torchvision``: one weights file for their ``VisionTransformer``; ``.safetensors`` (default)
   or ``.pth``. The vitkit config rides in the safetensors header, so ``vitkit.load`` reads it back exactly.
 """
@@ -20,8 +22,9 @@ from safetensors.torch import save as safetensors_bytes
 
 from ..errors import VitkitError
 from ..models.config import ViTConfig
+from ..models.vivit_config import ViViTConfig
 from ..store import atomic_write, atomic_write_json, save_model
-from .detect import BY_NAME
+from .detect import BY_NAME, Format
 from .hf import hf_config_json, hf_image_processor_json
 from .load import CONFIG_METADATA_KEY
 
@@ -39,6 +42,12 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     if fmt == "vitkit":
         metadata = {"class_names": class_names, "preprocess": preprocess}
         return save_model(out, model, **{k: v for k, v in metadata.items() if v}) / "model.safetensors"
+    if fmt == "hf" and isinstance(config, ViViTConfig):
+        video = hf_video_format(config)
+        weights = out / "model.safetensors"
+        _write_safetensors(weights, video.from_vitkit(state, config), config)  # type: ignore[misc]
+        _atomic_json(out / "config.json", video.write_config(config, class_names))  # type: ignore[misc]
+        return weights
     target = BY_NAME.get(fmt) if fmt in TARGETS else None
     if target is None or target.from_vitkit is None:
         raise VitkitError(f"unknown format {fmt!r}; choose one of {', '.join(TARGETS)}")
@@ -58,6 +67,16 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     else:
         _atomic_torch_save(weights, tensors)
     return weights
+
+
+def hf_video_format(config: ViViTConfig) -> Format:
+    """The transformers video classifier that holds ``config``: TimeSformer for ``divided_space_time``, VideoMAE
+    for the sinusoid table, else ViViT (a one-line error naming what it cannot express)."""
+    name = {"divided_space_time": "timesformer"}.get(config.variant) or (
+        "videomae" if config.pos_embed == "sincos" else "vivit")
+    video = BY_NAME[f"transformers-{name}"]
+    video.check(config)  # type: ignore[misc]
+    return video
 
 
 def reference_kwargs(fmt: str, config: ViTConfig) -> dict[str, Any] | None:

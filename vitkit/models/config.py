@@ -84,7 +84,7 @@ class ViTConfig(TransformerConfig):
     mlp_norm: bool = False
     """A LayerNorm on the SwiGLU's hidden product before ``fc2`` (Shleifer et al. 2021, NormFormer; EVA-02 Base
     and Large, timm's ``scale_mlp``). Needs ``swiglu``."""
-    k_bias: bool = True
+    key_bias: bool = True
     """With ``qkv_bias``: whether keys get a bias too. BEiT and EVA bias queries and values only (timm's
     ``q_bias`` / ``v_bias``)."""
     rope: bool = False
@@ -146,9 +146,9 @@ class ViTConfig(TransformerConfig):
             raise ConfigError("mlp_norm=True is the norm inside the SwiGLU MLP: it needs swiglu=True")
         if self.swiglu and self.act != "gelu":
             raise ConfigError(f"act={self.act!r} has no effect with swiglu=True (SwiGLU uses SiLU); leave act unset")
-        if self.qkv_layout == "split" and self.qkv_bias and self.k_bias:
+        if self.qkv_layout == "split" and self.qkv_bias and self.key_bias:
             raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: "
-                              "set k_bias=False")
+                              "set key_bias=False")
 
     @property
     def grid_size(self) -> tuple[int, int]:

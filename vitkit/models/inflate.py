@@ -99,10 +99,17 @@ def _inflate_positions(video: VideoVisionTransformer, image: VisionTransformer) 
 
 def _check_compatible(video: VideoVisionTransformer, image: VisionTransformer) -> None:
     v, i = video.config, image.config
+    unsupported = [what for what, present in {
+        "TimeSformer (divided_space_time)": v.variant == "divided_space_time",
+        "a fixed position table (pos_embed='sincos')": v.pos_embed != "learned",
+        "no key bias (key_bias=False)": not v.key_bias}.items() if present]
+    if unsupported:
+        raise VitkitError(f"inflating an image ViT supports ViViT Models 1-4, not {', '.join(unsupported)}; "
+                          "load its own pretrained weights with vitkit.load instead")
     if i.norm != "pre" or i.attention_axis != "tokens":
         raise VitkitError("only a pre-norm ViT with attention over tokens can initialise a ViViT "
                           f"(this one has norm={i.norm!r}, attention_axis={i.attention_axis!r})")
-    if i.rope or i.swiglu or not i.k_bias:
+    if i.rope or i.swiglu or not i.key_bias:
         raise VitkitError("an EVA-02 image ViT (RoPE, SwiGLU, no key bias) cannot initialise a ViViT, whose blocks "
                           "have none of these; start from a plain ViT")
     pairs = {

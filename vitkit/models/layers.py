@@ -192,8 +192,7 @@ class Attention(nn.Module):
         return self.split_heads(self.qkv(x))
 
     def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each (with
-        QK-norm applied)."""
+        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each."""
         batch, length, _ = qkv.shape
         q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.q_norm is not None:
@@ -216,6 +215,21 @@ class Attention(nn.Module):
         weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
         self.weights = weights
         return F.dropout(weights, dropout, self.training) @ v
+
+
+class QVBiasAttention(Attention):
+    """:class:`Attention` whose queries and values have a bias and keys none (BEiT, VideoMAE: ``q_bias`` and
+    ``v_bias``). A key bias adds the same amount to every logit of a query, so attention is the same without it."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_dropout: float = 0.0,
+                 proj_dropout: float = 0.0, qk_norm: bool = False, norm_eps: float = 1e-6) -> None:
+        super().__init__(dim, heads, False, attn_dropout, proj_dropout, qk_norm, norm_eps)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        return self.split_heads(self.qkv(x) + bias)
 
 
 class Mlp(nn.Module):

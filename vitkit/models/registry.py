@@ -225,7 +225,7 @@ def _register_eva02() -> None:
     for size, name in (("ti", "tiny"), ("s", "small"), ("b", "base")):
         dim, depth, heads = VIT_SIZES[size]
         config = ViTConfig(patch_size=14, dim=dim, depth=depth, heads=heads, mlp_ratio=4 * 2 / 3, pool="mean",
-                           swiglu=True, mlp_norm=size == "b", k_bias=False, rope=True, rope_grid=16,
+                           swiglu=True, mlp_norm=size == "b", key_bias=False, rope=True, rope_grid=16,
                            qkv_layout="split" if size == "b" else "fused")
         register(f"eva02_{size}14", config, VisionTransformer,
                  f"EVA-02 {_SIZE_NAMES[size]}/14 at 224 px: RoPE, SwiGLU{' with its norm' * (size == 'b')}, "
@@ -251,6 +251,30 @@ def _register_vivits() -> None:
 
 
 _register_vivits()
+
+
+def _register_pretrained_video() -> None:
+    """VideoMAE and TimeSformer at the sizes of their published Kinetics-400 weights, built as transformers builds
+    them (its defaults: LayerNorm eps 1e-12 in VideoMAE's blocks, 1e-5 in its fc_norm, 1e-6 in TimeSformer)."""
+    # VideoMAE (Tong et al. 2022): a tubelet ViT, fixed sinusoid positions, no key bias, mean pooling + fc_norm.
+    for size in ("s", "b", "l"):
+        dim, depth, heads = VIT_SIZES[size]
+        config = ViViTConfig(num_frames=16, dim=dim, depth=depth, heads=heads, pool="mean", fc_norm=True,
+                             fc_norm_eps=1e-5, pos_embed="sincos", key_bias=False, norm_eps=1e-12)
+        register(f"videomae_{size}16", config, VideoVisionTransformer,
+                 f"VideoMAE-{_SIZE_NAMES[size]} (16x224x224 clips, 2x16x16 tubelets; transformers' "
+                 "VideoMAEForVideoClassification)")
+    # TimeSformer (Bertasius et al. 2021): divided space-time attention on 16x16 patches of each frame.
+    dim, depth, heads = VIT_SIZES["b"]
+    for name, frames, size, what in [("timesformer_b16", 8, 224, ""), ("timesformer_hr_b16", 16, 448, "-HR")]:
+        config = ViViTConfig(variant="divided_space_time", num_frames=frames, image_size=size, tubelet_size=(1, 16, 16),
+                             dim=dim, depth=depth, heads=heads)
+        register(name, config, VideoVisionTransformer,
+                 f"TimeSformer{what} (divided space-time attention, {frames}x{size}x{size} clips; transformers' "
+                 "TimesformerForVideoClassification)")
+
+
+_register_pretrained_video()
 # The embedded video demo (`vitkit train --data moving-digits`): 8 frames of 40x40 moving MNIST digits.
 register("vivit_digits", ViViTConfig(image_size=40, num_frames=8, tubelet_size=(2, 8, 8), dim=64, depth=4, heads=4,
                                      num_classes=4), VideoVisionTransformer,

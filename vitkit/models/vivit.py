@@ -23,45 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import TransformerModel, block_stack
+from .clip_tokens import frames_to_tokens, from_time_major, positions_to_tokens, space_major, time_major
+from .divided import (DividedSpaceTimeBlock, TwoAttentionBlock, attention_class, divided_position_tables,
+                      embed_divided)
 from .heads import Pool
-from .layers import Attention, Block, ClassToken, DropPath, Mlp, PositionEmbedding, init_weights, readout_queries
+from .layers import Attention, Block, ClassToken, init_weights, readout_queries
+from .video_intermediates import video_intermediates
+from .video_positions import VideoPositionEmbedding
 from .vivit_config import ViViTConfig
 
-
-def space_major(tokens: torch.Tensor, frames: int) -> torch.Tensor:
-    """[B, T N, D] (frame-major order) -> [B T, N, D]: one sequence per frame."""
-    batch, length, dim = tokens.shape
-    return tokens.reshape(batch * frames, length // frames, dim)
-
-
-def time_major(tokens: torch.Tensor, frames: int) -> torch.Tensor:
-    """[B, T N, D] -> [B N, T, D]: one sequence per spatial position, across the frames."""
-    batch, length, dim = tokens.shape
-    return tokens.reshape(batch, frames, length // frames, dim).transpose(1, 2).reshape(-1, frames, dim)
-
-
-def from_time_major(tokens: torch.Tensor, batch: int) -> torch.Tensor:
-    """Inverse of :func:`time_major`: [B N, T, D] -> [B, T N, D]."""
-    _, frames, dim = tokens.shape
-    return tokens.reshape(batch, -1, frames, dim).transpose(1, 2).reshape(batch, -1, dim)
-
-
-def frames_to_tokens(maps: torch.Tensor) -> torch.Tensor:
-    """Attention within each frame, [..., T, N, N] -> the same attention over all T N tokens of the clip,
-    [..., T N, T N] in frame-major order: zero between tokens of different frames."""
-    frames, patches = maps.shape[-3], maps.shape[-1]
-    eye = torch.eye(frames, dtype=maps.dtype, device=maps.device)
-    full = torch.einsum("...tnm,tu->...tnum", maps, eye)
-    return full.reshape(*maps.shape[:-3], frames * patches, frames * patches)
-
-
-def positions_to_tokens(maps: torch.Tensor) -> torch.Tensor:
-    """Attention across frames at each spatial position, [..., N, T, T] -> [..., T N, T N] over all tokens of
-    the clip (frame-major): zero between tokens of different positions."""
-    patches, frames = maps.shape[-3], maps.shape[-1]
-    eye = torch.eye(patches, dtype=maps.dtype, device=maps.device)
-    full = torch.einsum("...ntu,nm->...tnum", maps, eye)
-    return full.reshape(*maps.shape[:-3], frames * patches, frames * patches)
 
 
 class TubeletEmbed(nn.Module):
@@ -102,24 +72,12 @@ class FramePool(Pool):
         return f"frame tokens ({how} of each frame)"
 
 
-class FactorisedSelfAttentionBlock(nn.Module):
+class FactorisedSelfAttentionBlock(TwoAttentionBlock):
     """Model 3's block: attention within each frame, then across frames at each position, then the MLP.
 
     ``norm1``, ``attn``, ``norm2`` and ``mlp`` are named as in :class:`layers.Block`, so an image ViT's block
     loads into them; ``temporal_norm`` and ``temporal_attn`` are the new temporal step.
     """
-
-    def __init__(self, config: ViViTConfig, drop_path: float) -> None:
-        super().__init__()
-        c = config
-        self.frames = c.temporal_tokens
-        self.norm1 = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.attn = Attention(c.dim, c.heads, c.qkv_bias, c.attn_dropout, c.dropout)
-        self.temporal_norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.temporal_attn = Attention(c.dim, c.heads, c.qkv_bias, c.attn_dropout, c.dropout)
-        self.norm2 = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.mlp = Mlp(c.dim, c.hidden_dim, c.dropout)
-        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
@@ -197,8 +155,10 @@ def _block(config: ViViTConfig, drop_path: float) -> nn.Module:
         return FactorisedSelfAttentionBlock(c, drop_path)
     if c.variant == "factorised_dot_product":
         return FactorisedDotProductBlock(c, drop_path)
+    if c.variant == "divided_space_time":
+        return DividedSpaceTimeBlock(c, drop_path)
     return Block(c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                 drop_path=drop_path, norm_eps=c.norm_eps)
+                 drop_path=drop_path, norm_eps=c.norm_eps, attention=attention_class(c))
 
 
 def _stack(config: ViViTConfig, depth: int) -> nn.Sequential:
@@ -207,7 +167,8 @@ def _stack(config: ViViTConfig, depth: int) -> nn.Sequential:
 
 class VideoVisionTransformer(TransformerModel):
     """A ViViT built from a :class:`ViViTConfig`. ``forward(clips)`` takes [B, C, T, H, W] and returns logits,
-    or pooled features if ``num_classes == 0``."""
+    or pooled features if ``num_classes == 0``; :meth:`forward_intermediates` returns chosen blocks' patch
+    tokens as [B, D, T', H', W'] maps."""
 
     input_name = "clips"
     input_axes = "batch, channels, frames, height, width"
@@ -220,23 +181,28 @@ class VideoVisionTransformer(TransformerModel):
         self.num_prefix_tokens = int(has_cls)
         self.patch_embed = TubeletEmbed(c.tubelet_size, c.in_channels, c.dim, per_frame=self.factorised_encoder)
         self.cls_token = ClassToken(c.dim) if has_cls else None
-        first_tokens = c.spatial_tokens if self.factorised_encoder else c.num_patches
-        self.pos_embed = PositionEmbedding(first_tokens + int(has_cls), c.dim)
+        frames, height, width = c.grid_size
+        if c.variant == "divided_space_time":
+            self.pos_embed, self.temporal_pos_embed = divided_position_tables(c)
+        else:
+            grid = (1, height, width) if self.factorised_encoder else c.grid_size
+            self.pos_embed = VideoPositionEmbedding(grid, c.dim, int(has_cls), sinusoid=c.pos_embed == "sincos")
         self.pos_drop = nn.Dropout(c.dropout)
         if self.factorised_encoder:
             self.spatial_blocks = _stack(c, c.depth)
             self.spatial_norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
             self.frame_pool = FramePool(c.pool, self.num_prefix_tokens, c.temporal_tokens)
             self.temporal_cls_token = ClassToken(c.dim) if has_cls else None
-            self.temporal_pos_embed = PositionEmbedding(c.temporal_tokens + int(has_cls), c.dim)
+            self.temporal_pos_embed = VideoPositionEmbedding((frames, 1, 1), c.dim, int(has_cls))
             self.temporal_blocks = _stack(c, c.temporal_depth)
         else:
             self.blocks = _stack(c, c.depth)
-        # The paper's code (Scenic) normalises all tokens, then pools; unlike the image ViT's mean pooling.
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        # The paper's code (Scenic) normalises all tokens, then pools; VideoMAE pools, then normalises (fc_norm).
+        self.norm = nn.LayerNorm(c.dim, eps=c.fc_norm_eps if c.fc_norm and c.fc_norm_eps else c.norm_eps)
         self.pool = Pool(c.pool, self.num_prefix_tokens)
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
         self.apply(init_weights)
+        self._run_frames = frames
 
     def block_stacks(self) -> list[nn.Sequential]:
         if self.factorised_encoder:
@@ -244,30 +210,58 @@ class VideoVisionTransformer(TransformerModel):
         return [self.blocks]
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """Normalised encoder output tokens: [B, prefix + T'N, D], or [B, prefix + T', D] for Model 2."""
+        """Encoder output tokens: [B, prefix + T'N, D], or [B, prefix + T', D] for Model 2; normalised unless
+        ``fc_norm`` (then the norm applies to the pooled vector, in :meth:`forward_head`)."""
         return self._encode(clips, prune=False)
 
     def _encode(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
-        if not self.factorised_encoder:
-            x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
-            return self.norm(self.run_stack(self.blocks, self.pos_drop(x), self._queries(self.blocks, prune)))
-        x = self._embed(self._encode_frames(clips, prune), self.temporal_cls_token, self.temporal_pos_embed)
-        return self.norm(self.run_stack(self.temporal_blocks, x, self._queries(self.temporal_blocks, prune)))
+        grid = self._run_grid(clips)
+        if self.factorised_encoder:
+            return self._encode_time(self._encode_frames(clips, prune, grid), prune, grid)
+        x = self._embed_clip(clips, grid)
+        return self._final_norm(self.run_stack(self.blocks, x, self._queries(self.blocks, prune)))
+
+    def _embed_clip(self, clips: torch.Tensor, grid: tuple[int, int, int] | None) -> torch.Tensor:
+        """The tokens the first block reads: [B, prefix + T'N, D] (Model 2: [B T', prefix + N, D])."""
+        tokens = self.patch_embed(clips)
+        if self.config.variant == "divided_space_time":
+            x = embed_divided(tokens, self.cls_token, self.pos_embed, self.temporal_pos_embed, grid)
+        else:
+            spatial = grid and (1, *grid[1:]) if self.factorised_encoder else grid
+            x = self._embed(tokens, self.cls_token, self.pos_embed, spatial)
+        return self.pos_drop(x)
+
+    def _encode_time(self, frames: torch.Tensor, prune: bool, grid: tuple[int, int, int] | None) -> torch.Tensor:
+        """Model 2's temporal encoder on the frame tokens [B, T', D]."""
+        x = self._embed(frames, self.temporal_cls_token, self.temporal_pos_embed, grid and (grid[0], 1, 1))
+        return self._final_norm(self.run_stack(self.temporal_blocks, x, self._queries(self.temporal_blocks, prune)))
 
     def forward_frames(self, clips: torch.Tensor) -> torch.Tensor:
         """Model 2 only: the spatial encoder's output, one vector per frame, [B, T', D]."""
         if not self.factorised_encoder:
             raise ValueError("forward_frames is only defined for the factorised encoder (Model 2)")
-        return self._encode_frames(clips, prune=False)
+        return self._encode_frames(clips, prune=False, grid=self._run_grid(clips))
 
-    def _encode_frames(self, clips: torch.Tensor, prune: bool) -> torch.Tensor:
-        x = self._embed(self._patches(clips), self.cls_token, self.pos_embed)
-        x = self.run_stack(self.spatial_blocks, self.pos_drop(x), self._queries(self.spatial_blocks, prune))
+    def _encode_frames(self, clips: torch.Tensor, prune: bool, grid: tuple[int, int, int] | None) -> torch.Tensor:
+        x = self._embed_clip(clips, grid)
+        x = self.run_stack(self.spatial_blocks, x, self._queries(self.spatial_blocks, prune))
         return self.frame_pool(self.spatial_norm(x))
 
-    def _patches(self, clips: torch.Tensor) -> torch.Tensor:
+    def _run_grid(self, clips: torch.Tensor) -> tuple[int, int, int] | None:
+        """Check the clip; with ``dynamic_img_size`` its (T', H', W') (the blocks told its T'), else None."""
         self.check_input(clips)
-        return self.patch_embed(clips)
+        if not self.config.dynamic_img_size:
+            return None
+        grid = self.token_grid(clips)
+        if grid[0] != self._run_frames:
+            for module in self.modules():
+                if module is not self and hasattr(module, "frames"):
+                    module.frames = grid[0]
+            self._run_frames = grid[0]
+        return grid
+
+    def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if self.config.fc_norm else self.norm(tokens)
 
     def _queries(self, blocks: nn.Sequential, prune: bool) -> int | None:
         if not (prune and self.prune_readout):
@@ -275,13 +269,33 @@ class VideoVisionTransformer(TransformerModel):
         return readout_queries(blocks, self.num_prefix_tokens, self.config.pool)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Pool the encoder tokens and classify."""
-        return self.head(self.pool(tokens))
+        """Pool the encoder tokens (then normalise, with ``fc_norm``) and classify."""
+        pooled = self.pool(tokens)
+        return self.head(self.norm(pooled) if self.config.fc_norm else pooled)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self._encode(clips, prune=True))
 
     @staticmethod
-    def _embed(tokens: torch.Tensor, cls_token: ClassToken | None, pos_embed: PositionEmbedding) -> torch.Tensor:
+    def _embed(tokens: torch.Tensor, cls_token: ClassToken | None, pos_embed: VideoPositionEmbedding,
+               grid: tuple[int, int, int] | None) -> torch.Tensor:
         # [CLS] first, so that the position embedding covers it (as in the paper's ViT and in transformers).
-        return pos_embed(cls_token(tokens) if cls_token is not None else tokens)
+        return pos_embed(cls_token(tokens) if cls_token is not None else tokens, grid)
+
+    def token_grid(self, clips: torch.Tensor) -> tuple[int, int, int]:
+        """The tubelet grid of ``clips``: (T / t, H / h, W / w)."""
+        return tuple(size // step for size, step in zip(clips.shape[2:], self.config.tubelet_size))  # type: ignore[return-value]
+
+    def check_input(self, clips: torch.Tensor) -> None:
+        """With ``dynamic_img_size``: any [B, C, T, H, W] whose T, H and W are multiples of the tubelet; else
+        the config's shape."""
+        c = self.config
+        if not c.dynamic_img_size:
+            return super().check_input(clips)
+        if clips.ndim != 5 or clips.shape[1] != c.in_channels or not all(
+                size > 0 and size % step == 0 for size, step in zip(clips.shape[2:], c.tubelet_size)):
+            got = "x".join(map(str, clips.shape))
+            raise ValueError(f"expected clips of shape Bx{c.in_channels}xTxHxW with T, H, W multiples of the "
+                             f"tubelet {'x'.join(map(str, c.tubelet_size))}, got {got}")
+
+    forward_intermediates = video_intermediates

@@ -91,6 +91,8 @@ class TrainConfig:
     """Steps with non-finite loss or gradients to skip (not applied) before the run stops."""
     fsdp: bool = False
     """Under torchrun, shard parameters, gradients and optimiser state (FSDP2) instead of replicating (DDP)."""
+    plan: list[str] = field(default_factory=list)
+    """Why the recipe planner chose what it did, one line per choice (train/recipe.py); printed at the start."""
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
