@@ -29,20 +29,6 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-def no_grad_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``model(images)`` without autograd."""
-    with torch.no_grad():
-        return model(images)
-
-
-def save_weights(model: torch.nn.Module, path: Path) -> Path:
-    """``model``'s state dict as a safetensors file at ``path`` (a reference checkpoint for a parity test)."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    return path
-
-
 def block_outputs(model: torch.nn.Module, inputs: torch.Tensor, blocks: torch.nn.Sequential) -> list[torch.Tensor]:
     """The output of each of ``blocks`` in ``model.forward_features(inputs)``, recorded by forward hooks (the
     reference the forward_intermediates tests compare with)."""
@@ -68,6 +54,20 @@ def intermediates_every_way(model: torch.nn.Module, inputs: torch.Tensor, indice
                 "tokens": run(inputs, indices=indices, output_fmt=nlc, intermediates_only=True),
                 "normed": run(inputs, indices=indices, norm=True, intermediates_only=True),
                 "early": run(inputs, indices=indices, intermediates_only=True, stop_early=True)}
+
+
+def no_grad_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` without autograd."""
+    with torch.no_grad():
+        return model(images)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """``model``'s state dict as a safetensors file at ``path`` (a reference checkpoint for a parity test)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
 
 
 def shared_data(name: str) -> Path:

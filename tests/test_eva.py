@@ -117,7 +117,8 @@ def test_eva_config_checks_are_one_line() -> None:
     for options, words in [(dict(mlp_norm=True, swiglu=False), "needs swiglu=True"),
                            (dict(heads=8, dim=48), "head size divisible by 4"),
                            (dict(act="quick_gelu"), "SwiGLU uses SiLU"),
-                           (dict(qkv_layout="split", key_bias=True), "set key_bias=False")]:
+                           (dict(qkv_layout="split", key_bias=True), "set key_bias=False"),
+                           (dict(patch_dropout=0.5), "not supported with rope=True")]:
         with pytest.raises(VitkitError, match=words):
             vitkit.ViTConfig(**{**SMALL, **options})
     config = vitkit.ViTConfig(**SMALL)

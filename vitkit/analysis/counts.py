@@ -65,7 +65,7 @@ def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> C
 
 
 def _head(config: ViTConfig | ViViTConfig) -> Counts:
-    return _linear(1, config.dim, config.num_classes) if config.num_classes else Counts(0, 0)
+    return _linear(1, config.pooled_dim, config.num_classes) if config.num_classes else Counts(0, 0)
 
 
 def _vit(c: ViTConfig) -> Counts:
@@ -84,7 +84,7 @@ def _vit(c: ViTConfig) -> Counts:
     extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0)
                     - dim * (c.qkv_bias and not c.key_bias), 0)
     blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), extras)
-    norms = Counts(2 * dim * ((c.norm == "pre") + c.norm_pre), 0)
+    norms = Counts(2 * dim * ((c.norm == "pre" and c.final_norm) + c.norm_pre), 0)
     embed = Counts(dim * prefix + positions, 0)
     heads = [_head(c)] * (1 + c.distilled)
     return _add(stem, embed, *[blocks] * c.depth, norms, _attention_pool(c, patches), *heads)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import VitkitError
-from .hf import check_hf, from_hf, to_hf
+from .hf_family_configs import check_hf_any, hf_key_hints, read_hf, write_hf
 from .jax_npz import from_jax, jax_hints
 from .timm import from_timm, timm_hints
 from .timm_eva import SIGNATURE as EVA_SIGNATURE
@@ -90,8 +90,10 @@ FORMATS = [
     Format("jax", "JAX/Flax ViT (.npz)", r"(?:opt/target/|params/(?:img/)?)?embedding/kernel", from_jax,
            jax_hints),
     *VIDEO_FORMATS,
-    Format("hf", "Hugging Face transformers ViT", r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
-           from_hf, norm_eps=1e-12, from_vitkit=to_hf, check=check_hf),
+    Format("hf", "Hugging Face transformers ViT / DeiT / DINOv2 / CLIP / SigLIP",
+           r"(?:vit\.|deit\.|dinov2\.|dinov2_with_registers\.)?embeddings\.patch_embeddings\.projection\.weight"
+           r"|(?:vision_model\.)?embeddings\.patch_embedding\.weight",
+           read_hf, hf_key_hints, norm_eps=1e-12, from_vitkit=write_hf, check=check_hf_any),
     Format("torchvision", "torchvision ViT", r"conv_proj\.weight|encoder\.pos_embedding", from_torchvision,
            from_vitkit=to_torchvision, check=check_torchvision, reference_kwargs=torchvision_kwargs),
     Format("vitkit", "vitkit ViT", r"cls_token\.token|pos_embed\.weight", _same, from_vitkit=_same),

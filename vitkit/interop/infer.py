@@ -48,7 +48,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         class_token=class_token,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         # Only pre-norm models end with a LayerNorm.
-        norm="pre" if "norm.weight" in state else "post",
+        norm="pre" if "norm.weight" in state or hints.get("final_norm") is False else "post",
         heads=hints.get("heads") or guess_heads(dim),
         pool=hints.get("pool") or ("map" if "pool.latent" in state else "cls" if class_token else "mean"),
         reg_tokens=reg_tokens,
@@ -81,7 +81,7 @@ def _position_layout(
     ``prefix`` tokens, [CLS] and registers), or the hinted image size."""
     hinted_size = to_pair(hints["image_size"]) if "image_size" in hints else None
     if "pos_embed.weight" not in state:
-        kind = hints.get("pos_embed") if hints.get("pos_embed") == "sincos2d" else "none"
+        kind = hints.get("pos_embed") if str(hints.get("pos_embed")).startswith("sincos2d") else "none"
         return {"pos_embed": kind, "image_size": hinted_size or (224, 224)}
     length = state["pos_embed.weight"].shape[1]
     if hinted_size is not None:

@@ -2,7 +2,8 @@
 
 - ``vitkit``: vitkit's model folder (``config.json`` + ``model.safetensors``).
 - ``hf``: a transformers folder (``config.json`` + ``model.safetensors``) for ``ViTForImageClassification``
-  (``ViTModel`` when the model has no head) ``.from_pretrained``; for a video model, the transformers classifier
+  (``ViTModel`` when the model has no head) ``.from_pretrained``, or for DeiT / DINOv2 / CLIP / SigLIP when the
+  config has their options (``hf_family_configs.py``); for a video model, the transformers classifier
   of its kind: ``VivitForVideoClassification`` (Model 1), ``VideoMAEForVideoClassification`` (``pos_embed=
   "sincos"``) or ``TimesformerForVideoClassification`` (``divided_space_time``).
 - ``timm`` / ``torchvision``: one weights file for their ``VisionTransformer``; ``.safetensors`` (default)
@@ -25,7 +26,8 @@ from ..models.config import ViTConfig
 from ..models.vivit_config import ViViTConfig
 from ..store import atomic_write, atomic_write_json, save_model
 from .detect import BY_NAME, Format
-from .hf import hf_config_json, hf_image_processor_json
+from .hf import hf_image_processor_json
+from .hf_family_configs import hf_config_json_any
 from .load import CONFIG_METADATA_KEY
 
 TARGETS = ("vitkit", "timm", "hf", "torchvision")
@@ -33,7 +35,7 @@ TARGETS = ("vitkit", "timm", "hf", "torchvision")
 
 def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None,
             preprocess: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a vitkit ViT) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
+    """Write ``model`` (a vitkit ViT or video model) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
     the weights written. ``preprocess`` (a vitkit folder's entry: image_size, short_side, mean, std) is what eval /
     predict / ``--init`` read in a vitkit folder, and becomes an hf folder's ``preprocessor_config.json``."""
     out = Path(out)
@@ -42,7 +44,10 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     if fmt == "vitkit":
         metadata = {"class_names": class_names, "preprocess": preprocess}
         return save_model(out, model, **{k: v for k, v in metadata.items() if v}) / "model.safetensors"
-    if fmt == "hf" and isinstance(config, ViViTConfig):
+    if isinstance(config, ViViTConfig) and fmt in ("timm", "torchvision"):
+        raise VitkitError(f"{fmt} has no video models: convert a {config.kind} --to vitkit or --to hf "
+                          "(transformers' ViViT, VideoMAE or TimeSformer)")
+    if isinstance(config, ViViTConfig) and fmt == "hf":
         video = hf_video_format(config)
         weights = out / "model.safetensors"
         _write_safetensors(weights, video.from_vitkit(state, config), config)  # type: ignore[misc]
@@ -57,7 +62,7 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     if fmt == "hf":
         weights = out / "model.safetensors"
         _write_safetensors(weights, tensors, config)
-        _atomic_json(out / "config.json", hf_config_json(config, class_names))
+        _atomic_json(out / "config.json", hf_config_json_any(config, class_names))
         if preprocess:  # what transformers.pipeline / AutoImageProcessor read
             _atomic_json(out / "preprocessor_config.json", hf_image_processor_json(preprocess))
         return weights

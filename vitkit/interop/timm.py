@@ -72,9 +72,10 @@ def timm_kwargs(config: ViTConfig) -> dict:
         global_pool=pool, no_embed_class=config.pos_embed == "learned_patches",
         pos_embed="none" if config.pos_embed == "none" else "learn", init_values=config.init_values,
         reg_tokens=config.reg_tokens, dynamic_img_size=config.dynamic_img_size,
+        patch_drop_rate=config.patch_dropout,
     )
     extra = dict(fc_norm=config.fc_norm, qk_norm=config.qk_norm or None, pre_norm=config.norm_pre or None,
-                 act_layer=None if config.act == "gelu" else config.act)
+                 act_layer=None if config.act == "gelu" else config.act, final_norm=None if config.final_norm else False)
     if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
         extra["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)
     return {**kwargs, **{key: value for key, value in extra.items() if value is not None}}
@@ -93,8 +94,11 @@ def beyond_timm(config: ViTConfig) -> dict[str, bool]:
     return {
         "post-norm blocks": config.norm != "pre",
         "attention across the batch": config.attention_axis != "tokens",
-        "position embedding 'sincos2d'": config.pos_embed == "sincos2d",
+        f"position embedding {config.pos_embed!r}": config.pos_embed.startswith("sincos2d"),
         "a convolutional stem": config.stem != "patch",
+        "pooling 'cls_mean'": config.pool == "cls_mean",
+        "plain-bicubic position resampling at run time (pos_embed_antialias=False)":
+            config.dynamic_img_size and not config.pos_embed_antialias,
     }
 
 
@@ -141,4 +145,8 @@ def pool_hints(state: dict[str, torch.Tensor]) -> dict:
         hints["fc_norm"] = True
     elif hints["pool"] == "mean" and "norm.weight" in state:
         hints["fc_norm"] = False  # every token normed, then averaged (timm's fc_norm=False)
+    if "norm.weight" not in state and "fc_norm.weight" not in state:
+        hints["final_norm"] = False  # timm's final_norm=False (its blocks are always pre-norm)
+    if "norm_pre.weight" in state:
+        hints["norm_eps"] = 1e-5  # timm's CLIP towers, its only ViTs with pre_norm, use LayerNorm's default eps
     return hints

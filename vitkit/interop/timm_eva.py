@@ -135,7 +135,9 @@ def eva_kwargs(config: ViTConfig) -> dict:
         class_token=config.class_token, num_reg_tokens=config.reg_tokens,
         no_embed_class=config.pos_embed == "learned_patches", use_abs_pos_emb=config.pos_embed != "none",
         use_rot_pos_emb=config.rope, ref_feat_shape=config.rope_grid, use_pre_transformer_norm=config.norm_pre,
-        use_fc_norm=norm_after_pool(config), dynamic_img_size=config.dynamic_img_size,
+        use_fc_norm=config.final_norm and norm_after_pool(config),
+        use_post_transformer_norm=config.final_norm and not norm_after_pool(config),
+        dynamic_img_size=config.dynamic_img_size, patch_drop_rate=config.patch_dropout,
     )
     if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
         kwargs["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)

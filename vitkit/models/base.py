@@ -93,6 +93,11 @@ class TransformerConfig:
         raise NotImplementedError
 
     @property
+    def pooled_dim(self) -> int:
+        """The width of the vector the head reads (the model width unless a subclass pools otherwise)."""
+        return self.dim
+
+    @property
     def hidden_dim(self) -> int:
         """The feed-forward hidden size actually used."""
         return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
@@ -185,7 +190,7 @@ class TransformerModel(nn.Module):
         """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
         self.config = self.config.replace(num_classes=num_classes)
         device = next(self.parameters()).device
-        self.head = nn.Linear(self.config.dim, num_classes, device=device) if num_classes else nn.Identity()
+        self.head = nn.Linear(self.config.pooled_dim, num_classes, device=device) if num_classes else nn.Identity()
         self.head.apply(init_weights)
 
     def check_input(self, inputs: torch.Tensor) -> None:

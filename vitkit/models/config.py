@@ -12,8 +12,8 @@ from ..errors import ConfigError
 from .base import TransformerConfig, TupleFields, check_choice, to_pair
 
 NormPlacement = Literal["pre", "post"]
-Pooling = Literal["cls", "mean", "map"]
-PosEmbed = Literal["learned", "learned_patches", "sincos2d", "none"]
+Pooling = Literal["cls", "mean", "map", "cls_mean"]
+PosEmbed = Literal["learned", "learned_patches", "sincos2d", "sincos2d_jax", "none"]
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
@@ -38,10 +38,15 @@ class ViTConfig(TransformerConfig):
     """``cls``: classify from the [CLS] token. ``mean``: from the mean of the patch tokens (the final norm is
     then applied after pooling, as in timm; see ``fc_norm``). ``map``: multihead attention pooling (Zhai et al.
     2022, "Scaling Vision Transformers"; SigLIP): a learned query attends to the patch tokens, then an MLP
-    (timm's ``global_pool='map'``, ``attn_pool``)."""
+    (timm's ``global_pool='map'``, ``attn_pool``). ``cls_mean``: [CLS] and the mean of the patch tokens,
+    concatenated, so the head reads 2 x dim (transformers' ``Dinov2ForImageClassification``; Oquab et al. 2023's
+    linear probe)."""
     pos_embed: PosEmbed = "learned"
     """``learned``: learned, on [CLS] and patches (the paper). ``learned_patches``: learned, patches only, added
-    before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches. ``none``."""
+    before [CLS] is prepended (the blog). ``sincos2d``: fixed 2-D sine-cosine on the patches (MoCo v3's
+    frequencies). ``sincos2d_jax``: big_vision's ``posemb_sincos_2d`` (Beyer et al. 2022, "Better plain ViT
+    baselines"; vit-pytorch's SimpleViT), whose frequencies end exactly at 1 / 10000; with ``class_token=False,
+    pool='mean'`` that is the JAX plain ViT's head. ``none``."""
     stem: Stem = "patch"
     """``patch``: one linear projection per patch (the paper). ``conv``: a small convolutional stem with the same
     token grid (needs a power-of-two patch size); much more data-efficient on small datasets."""
@@ -59,6 +64,10 @@ class ViTConfig(TransformerConfig):
     """Accept images of any size divisible by the patch (timm's ``dynamic_img_size``): the position embedding is
     resampled to the input's grid in the forward pass (bicubic, as timm), once per size. Off, an input of
     another size than ``image_size`` is an error: it usually means the preprocessing is wrong."""
+    pos_embed_antialias: bool = True
+    """How a learned position table is resampled to another grid (``dynamic_img_size``, or loading at another
+    ``image_size``): bicubic antialiased, as timm and transformers' DINOv2-with-registers do (True), or plain
+    bicubic (False), as transformers' ViT, DeiT, DINOv2, CLIP and SigLIP ``interpolate_pos_encoding`` do."""
     distilled: bool = False
     """DeiT's distillation token (Touvron et al. 2021, "Training data-efficient image transformers"): a second
     learned token after [CLS] with a head of its own (timm's ``dist_token`` / ``head_dist``). The output is the
@@ -73,6 +82,13 @@ class ViTConfig(TransformerConfig):
     norm_pre: bool = False
     """A LayerNorm on the tokens before the first block (Radford et al. 2021, CLIP's ``ln_pre``; timm's
     ``pre_norm=True``, key ``norm_pre``). As in CLIP and timm, the patch embedding then has no bias."""
+    patch_dropout: float = 0.0
+    """Patch dropout (Liu et al. 2022, "PatchDropout"): in training only, each image keeps a random
+    ``1 - patch_dropout`` of its patch tokens (the prefix tokens always), so the blocks run on fewer tokens;
+    eval is unchanged (timm's ``patch_drop_rate``). Applied after the position embedding, before ``norm_pre``."""
+    final_norm: bool = True
+    """False: no LayerNorm after the last block of a pre-norm model (timm's ``final_norm=False``; transformers'
+    ``CLIPForImageClassification`` averages the patch tokens before CLIP's ``post_layernorm``)."""
     act: Activation = "gelu"
     """The MLP's activation: ``gelu`` (Hendrycks & Gimpel 2016, exact), ``gelu_tanh`` (its tanh approximation:
     big_vision's SigLIP) or ``quick_gelu`` (OpenAI CLIP's ``x * sigmoid(1.702 x)``; timm's ``_quickgelu``
@@ -125,8 +141,16 @@ class ViTConfig(TransformerConfig):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size, got {self.patch_size}")
         if self.init_values is not None and not self.init_values > 0:
             raise ConfigError(f"init_values (layer scale) must be positive or None, got {self.init_values}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ConfigError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
+        if self.pos_embed.startswith("sincos2d") and (self.dim % 4 or self.dim < 8):
+            raise ConfigError(f"pos_embed={self.pos_embed!r} needs dim a multiple of 4, at least 8; "
+                              f"got {self.dim}")
         if self.reg_tokens < 0:
             raise ConfigError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+        if self.pool == "cls_mean" and (not self.class_token or self.fc_norm):
+            raise ConfigError("pool='cls_mean' concatenates [CLS] with the mean patch token: it needs "
+                              "class_token=True and fc_norm unset")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
         self._validate_eva()
@@ -142,6 +166,9 @@ class ViTConfig(TransformerConfig):
         elif (self.dim // self.heads) % 4 or self.attention_axis != "tokens":
             raise ConfigError(f"rope=True needs a head size divisible by 4 (got {self.dim // self.heads}) and "
                               "attention over the tokens")
+        elif self.patch_dropout:
+            raise ConfigError("patch_dropout is not supported with rope=True (RoPE would need the kept patches' "
+                              "positions); set patch_dropout=0")
         if self.mlp_norm and not self.swiglu:
             raise ConfigError("mlp_norm=True is the norm inside the SwiGLU MLP: it needs swiglu=True")
         if self.swiglu and self.act != "gelu":
@@ -149,6 +176,11 @@ class ViTConfig(TransformerConfig):
         if self.qkv_layout == "split" and self.qkv_bias and self.key_bias:
             raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: "
                               "set key_bias=False")
+
+    @property
+    def pooled_dim(self) -> int:
+        """The width of the vector the head reads: 2 x dim for ``pool='cls_mean'``, else dim."""
+        return 2 * self.dim if self.pool == "cls_mean" else self.dim
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -215,6 +215,14 @@ def _register_fine_tuning_vits() -> None:
     for image_size in (256, 384):
         _ALIASES[f"vit_base_patch16_siglip_{image_size}"] = ("siglip_b16", {"image_size": image_size})
 
+    # "Better plain ViT baselines" (Beyer et al. 2022, big_vision): fixed sincos, no [CLS], average pooling of
+    # the normed tokens (big_vision's pool_type='gap' after encoder_norm).
+    dim, depth, heads = VIT_SIZES["s"]
+    register("plain_vit_s16", ViTConfig(dim=dim, depth=depth, heads=heads, class_token=False, pool="mean",
+                                        fc_norm=False, pos_embed="sincos2d_jax"),
+             VisionTransformer, "big_vision's plain ViT-S/16 at 224 px: fixed 2-D sincos, no [CLS], global average "
+             "pool")
+
 
 _register_fine_tuning_vits()
 

@@ -6,6 +6,7 @@
       -> cls_token        [B, 1 + R + N, D] (if class_token; DeiT's distillation token after it if distilled)
       -> pos_embed        same shape      (the blog, DeiT-3 and DINOv2 add it *before* the prefix tokens, to
                                           the patches only; any input size with dynamic_img_size)
+      -> patch_drop       [B, prefix + K, D] (training with patch_dropout: a random K of the N patches)
       -> norm_pre         same shape      (if norm_pre: CLIP's LayerNorm before the blocks)
       -> blocks           same shape      depth x (attention + MLP); EVA-02: RoPE on the patches' queries and
                                           keys, SwiGLU MLP (eva.py, rope.py)
@@ -28,6 +29,7 @@ from .heads import Pool, norm_after_pool
 from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
                      readout_queries, sincos_2d)
 from .rope import RotaryEmbedding2d
+from .patch_dropout import PatchDropout
 from .seed import BatchAxisAttention
 
 
@@ -51,6 +53,7 @@ class VisionTransformer(TransformerModel):
         self.reg_token = ClassToken(c.dim, c.reg_tokens, "register tokens") if c.reg_tokens else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
+        self.patch_drop = PatchDropout(c.patch_dropout, self.num_prefix_tokens) if c.patch_dropout else None
         self.norm_pre = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_pre else None
         self.rope = RotaryEmbedding2d(c.dim // c.heads, c.grid_size, c.rope_grid, self.num_prefix_tokens) \
             if c.rope else None
@@ -62,10 +65,11 @@ class VisionTransformer(TransformerModel):
             mlp=SwiGLU(c.dim, c.hidden_dim, c.dropout, c.mlp_norm, c.norm_eps) if c.swiglu else None,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
+        final_norm = c.norm == "pre" and c.final_norm
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if final_norm else nn.Identity()
         self.norm_after_pool = norm_after_pool(c)
         self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps, c.act)
-        self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.head = nn.Linear(c.pooled_dim, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = self._make_head() if c.distilled else None
         self.apply(init_weights)
 
@@ -92,10 +96,13 @@ class VisionTransformer(TransformerModel):
     def _make_pos_embed(c: ViTConfig) -> PositionEmbedding | None:
         if c.pos_embed == "none":
             return None
-        if c.pos_embed == "sincos2d":
-            return PositionEmbedding(c.num_patches, c.dim, fixed=sincos_2d(c.grid_size, c.dim), grid=c.grid_size)
+        if c.pos_embed.startswith("sincos2d"):
+            jax = c.pos_embed == "sincos2d_jax"
+            table = sincos_2d(c.grid_size, c.dim, endpoint=jax)
+            return PositionEmbedding(c.num_patches, c.dim, fixed=table, grid=c.grid_size, endpoint=jax)
         prefix = pos_embed_prefix(c)
-        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix)
+        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix,
+                                 antialias=c.pos_embed_antialias)
 
     @property
     def embed_order(self) -> tuple[str, ...]:
@@ -121,6 +128,8 @@ class VisionTransformer(TransformerModel):
         for name in self.embed_order:
             x = self.pos_embed(x, grid) if name == "pos_embed" else getattr(self, name)(x)
         x = self.pos_drop(x)
+        if self.patch_drop is not None:
+            x = self.patch_drop(x)
         return x if self.norm_pre is None else self.norm_pre(x)
 
     def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
