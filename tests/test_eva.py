@@ -19,12 +19,12 @@ from vitkit.errors import VitkitError
 from vitkit.fast.merge import use_token_merging
 from vitkit.interop.save import save_as
 from vitkit.interop.timm_eva import to_timm_eva
-from vitkit.models.eva import EvaAttention, SwiGLU
+from vitkit.models.eva import RopeQVBiasAttention, SwiGLU
 from vitkit.models.layers import Attention, Mlp
 from vitkit.models.rope import RotaryEmbedding2d, rope_angles
 
 SMALL = dict(image_size=56, patch_size=14, dim=64, depth=2, heads=4, mlp_ratio=8 / 3, pool="mean", swiglu=True,
-             k_bias=False, rope=True, rope_grid=16, num_classes=5)
+             key_bias=False, rope=True, rope_grid=16, num_classes=5)
 
 
 def scores(rope: RotaryEmbedding2d, q: torch.Tensor, k: torch.Tensor, tokens: int) -> torch.Tensor:
@@ -77,15 +77,16 @@ def test_swiglu_is_silu_gate_times_value_then_fc2() -> None:
     torch.testing.assert_close(mlp(x), expected)
 
 
-def test_eva_attention_biases_queries_and_values_only() -> None:
-    attn = randomize_(EvaAttention(16, 2, k_bias=False))
+def test_eva_attention_biases_queries_and_values_only_then_rotates() -> None:
+    rope = RotaryEmbedding2d(8, (1, 5))
+    attn = randomize_(RopeQVBiasAttention(16, 2, rope=rope))
     assert attn.qkv.bias is None and {name for name, _ in attn.named_parameters()} >= {"q_bias", "v_bias"}
     x = torch.randn(2, 5, 16)
     q, k, v = attn.project_qkv(x)
     w = attn.qkv.weight
     heads = lambda y: y.view(2, 5, 2, 8).transpose(1, 2)  # noqa: E731
-    torch.testing.assert_close(q, heads(x @ w[:16].T + attn.q_bias))
-    torch.testing.assert_close(k, heads(x @ w[16:32].T))
+    torch.testing.assert_close(q, rope(heads(x @ w[:16].T + attn.q_bias)))
+    torch.testing.assert_close(k, rope(heads(x @ w[16:32].T)))
     torch.testing.assert_close(v, heads(x @ w[32:].T + attn.v_bias))
 
 
@@ -116,7 +117,8 @@ def test_eva_config_checks_are_one_line() -> None:
     for options, words in [(dict(mlp_norm=True, swiglu=False), "needs swiglu=True"),
                            (dict(heads=8, dim=48), "head size divisible by 4"),
                            (dict(act="quick_gelu"), "SwiGLU uses SiLU"),
-                           (dict(qkv_layout="split", k_bias=True), "set k_bias=False")]:
+                           (dict(qkv_layout="split", key_bias=True), "set key_bias=False"),
+                           (dict(patch_dropout=0.5), "not supported with rope=True")]:
         with pytest.raises(VitkitError, match=words):
             vitkit.ViTConfig(**{**SMALL, **options})
     config = vitkit.ViTConfig(**SMALL)
@@ -145,7 +147,7 @@ def test_timm_eva_files_round_trip(layout, tmp_path) -> None:
     # Without vitkit's header, the keys and shapes tell the rest; RoPE is EVA-02's (grid of 224 px).
     save_file(to_timm_eva(model.state_dict(), config), tmp_path / "bare.safetensors")
     bare = vitkit.load(tmp_path / "bare.safetensors", heads=4, init_values=0.1)
-    fields = ("swiglu", "mlp_norm", "k_bias", "qkv_bias", "rope", "rope_grid", "qkv_layout", "hidden_dim", "pool")
+    fields = ("swiglu", "mlp_norm", "key_bias", "qkv_bias", "rope", "rope_grid", "qkv_layout", "hidden_dim", "pool")
     assert [getattr(bare.config, name) for name in fields] == [getattr(config, name) for name in fields]
     with torch.no_grad():
         assert max_diff(back(images), model(images)) == 0 and max_diff(bare(images), model(images)) == 0

@@ -52,10 +52,7 @@ def _attention(config: ViTConfig | ViViTConfig, tokens: int, attended: int) -> C
     """qkv and output projections over ``tokens`` tokens; each attends to ``attended`` keys (both products)."""
     c = config
     scores = Counts(0, 4 * tokens * attended * c.dim)
-    qkv = _linear(tokens, c.dim, 3 * c.dim, c.qkv_bias)
-    if c.qkv_bias and not getattr(c, "k_bias", True):  # EVA: queries and values only
-        qkv = Counts(qkv.params - c.dim, qkv.flops)
-    return _add(qkv, scores, _linear(tokens, c.dim, c.dim))
+    return _add(_linear(tokens, c.dim, 3 * c.dim, c.qkv_bias), scores, _linear(tokens, c.dim, c.dim))
 
 
 def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> Counts:
@@ -83,7 +80,9 @@ def _vit(c: ViTConfig) -> Counts:
     # Across the batch (the blog's defect), each token attends to the one image of the batch.
     attended = 1 if c.attention_axis == "batch" else tokens
     # Layer scale: two gammas of dim; QK-norm: two LayerNorms of the head size.
-    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0), 0)
+    # EVA's q/v-only bias: one bias vector fewer.
+    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0)
+                    - dim * (c.qkv_bias and not c.key_bias), 0)
     blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), extras)
     norms = Counts(2 * dim * ((c.norm == "pre" and c.final_norm) + c.norm_pre), 0)
     embed = Counts(dim * prefix + positions, 0)

@@ -44,7 +44,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         dim=dim, in_channels=in_channels, patch_size=tuple(patch), depth=depth,
         mlp_ratio=ratio, mlp_dim=None if hidden == int(dim * ratio) else hidden,
         qkv_bias="blocks.0.attn.qkv.bias" in state or "blocks.0.attn.q_bias" in state,
-        k_bias="blocks.0.attn.q_bias" not in state, swiglu=swiglu, mlp_norm="blocks.0.mlp.norm.weight" in state,
+        key_bias="blocks.0.attn.q_bias" not in state, swiglu=swiglu, mlp_norm="blocks.0.mlp.norm.weight" in state,
         class_token=class_token,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         # Only pre-norm models end with a LayerNorm.

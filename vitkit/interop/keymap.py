@@ -123,7 +123,7 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
         "a norm before the blocks (norm_pre)": config.norm_pre,
         "the final norm after pooling (fc_norm)": config.pool == "cls" and norm_after_pool(config),
         "EVA-02's RoPE, SwiGLU or q/v-only biases": (config.rope or config.swiglu
-                                                     or (config.qkv_bias and not config.k_bias)),
+                                                     or (config.qkv_bias and not config.key_bias)),
         "no final norm (final_norm=False)": not config.final_norm,
     }
 

@@ -85,7 +85,7 @@ def check_timm(config: ViTConfig) -> None:
     """A one-line error if timm's ``VisionTransformer`` cannot express ``config``."""
     unexpressible("timm's VisionTransformer", {
         **beyond_timm(config),
-        "EVA-02's options (rope, swiglu, k_bias=False, qkv_layout='split'; timm's Eva)": is_eva(config),
+        "EVA-02's options (rope, swiglu, key_bias=False, qkv_layout='split'; timm's Eva)": is_eva(config),
     })
 
 
@@ -104,7 +104,7 @@ def beyond_timm(config: ViTConfig) -> dict[str, bool]:
 
 def is_eva(config: ViTConfig) -> bool:
     """Whether ``config`` uses an option that only timm's ``Eva`` has (RoPE, SwiGLU, no key bias, split q/k/v)."""
-    return config.rope or config.swiglu or (config.qkv_bias and not config.k_bias) or config.qkv_layout == "split"
+    return config.rope or config.swiglu or (config.qkv_bias and not config.key_bias) or config.qkv_layout == "split"
 
 
 def architecture_hints(name: str | None) -> dict:

@@ -100,7 +100,7 @@ def eva_hints(state: dict[str, torch.Tensor]) -> dict:
         raise VitkitError("this timm Eva uses attn_only_layer_scale (key blocks.0.gamma_1 without gamma_2), which "
                           "vitkit does not support")
     hints = {**pool_hints(state), "qkv_layout": "split" if "blocks.0.attn.q_proj.weight" in state else "fused",
-             "k_bias": False}
+             "key_bias": False}
     fc1, fc2 = state.get("blocks.0.mlp.fc1.weight"), state.get("blocks.0.mlp.fc2.weight")
     gated = "blocks.0.mlp.fc1_g.weight" in state or (fc1 is not None and fc2 is not None
                                                      and fc1.shape[0] == 2 * fc2.shape[1])
@@ -135,7 +135,9 @@ def eva_kwargs(config: ViTConfig) -> dict:
         class_token=config.class_token, num_reg_tokens=config.reg_tokens,
         no_embed_class=config.pos_embed == "learned_patches", use_abs_pos_emb=config.pos_embed != "none",
         use_rot_pos_emb=config.rope, ref_feat_shape=config.rope_grid, use_pre_transformer_norm=config.norm_pre,
-        use_fc_norm=norm_after_pool(config), dynamic_img_size=config.dynamic_img_size,
+        use_fc_norm=config.final_norm and norm_after_pool(config),
+        use_post_transformer_norm=config.final_norm and not norm_after_pool(config),
+        dynamic_img_size=config.dynamic_img_size, patch_drop_rate=config.patch_dropout,
     )
     if config.norm_eps != 1e-6:  # timm's default LayerNorm eps
         kwargs["norm_layer"] = partial(nn.LayerNorm, eps=config.norm_eps)
@@ -149,7 +151,7 @@ def check_eva(config: ViTConfig) -> None:
         "a distillation token": config.distilled,
         f"pooling {config.pool!r}": config.pool not in ("cls", "mean"),
         f"act={config.act!r}": config.act != "gelu",
-        "a key bias (k_bias=True with qkv_bias)": config.qkv_bias and config.k_bias,
+        "a key bias (key_bias=True with qkv_bias)": config.qkv_bias and config.key_bias,
     })
 
 

@@ -100,7 +100,7 @@ class ViTConfig(TransformerConfig):
     mlp_norm: bool = False
     """A LayerNorm on the SwiGLU's hidden product before ``fc2`` (Shleifer et al. 2021, NormFormer; EVA-02 Base
     and Large, timm's ``scale_mlp``). Needs ``swiglu``."""
-    k_bias: bool = True
+    key_bias: bool = True
     """With ``qkv_bias``: whether keys get a bias too. BEiT and EVA bias queries and values only (timm's
     ``q_bias`` / ``v_bias``)."""
     rope: bool = False
@@ -166,13 +166,16 @@ class ViTConfig(TransformerConfig):
         elif (self.dim // self.heads) % 4 or self.attention_axis != "tokens":
             raise ConfigError(f"rope=True needs a head size divisible by 4 (got {self.dim // self.heads}) and "
                               "attention over the tokens")
+        elif self.patch_dropout:
+            raise ConfigError("patch_dropout is not supported with rope=True (RoPE would need the kept patches' "
+                              "positions); set patch_dropout=0")
         if self.mlp_norm and not self.swiglu:
             raise ConfigError("mlp_norm=True is the norm inside the SwiGLU MLP: it needs swiglu=True")
         if self.swiglu and self.act != "gelu":
             raise ConfigError(f"act={self.act!r} has no effect with swiglu=True (SwiGLU uses SiLU); leave act unset")
-        if self.qkv_layout == "split" and self.qkv_bias and self.k_bias:
+        if self.qkv_layout == "split" and self.qkv_bias and self.key_bias:
             raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: "
-                              "set k_bias=False")
+                              "set key_bias=False")
 
     @property
     def pooled_dim(self) -> int:

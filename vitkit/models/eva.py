@@ -1,48 +1,48 @@
 """What EVA-02's blocks change in a ViT block (Fang et al. 2023, "EVA-02: A Visual Representation for Neon
-Genesis"; timm's ``eva.py``): attention with RoPE on the patch tokens and biases on queries and values only, and
-the SwiGLU feed-forward network, optionally with a LayerNorm inside it.
+Genesis"; timm's ``eva.py``): attention with RoPE on the patch tokens, with biases on queries and values only
+(``layers.QVBiasAttention``, shared with VideoMAE), and the SwiGLU feed-forward network, optionally with a
+LayerNorm inside it.
 
-The plain ViT never builds these: ``vit.py`` picks them at construction from the config (``rope``, ``k_bias``,
+The plain ViT never builds these: ``vit.py`` picks them at construction from the config (``rope``, ``key_bias``,
 ``swiglu``, ``mlp_norm``), so the default model runs exactly the operations it always ran.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Attention
+from .layers import Attention, QVBiasAttention
 from .rope import RotaryEmbedding2d
 
 
-class EvaAttention(Attention):
-    """:class:`Attention` with two of EVA's changes, each optional.
+class RopeAttention(Attention):
+    """:class:`Attention` whose queries and keys (after QK-norm) of the patch tokens are rotated by the model's
+    :class:`RotaryEmbedding2d` (EVA-02's RoPE)."""
 
-    ``k_bias=False`` (with ``qkv_bias``): only queries and values get a bias (``q_bias``, ``v_bias``; BEiT and
-    EVA). Without RoPE a key bias adds the same logit to every key of a query, which softmax ignores; with RoPE
-    it would not, and EVA has none. ``rope``: the model's :class:`RotaryEmbedding2d`, applied to the queries and
-    keys (after QK-norm) of the patch tokens.
-    """
-
-    def __init__(
-        self, dim: int, heads: int, qkv_bias: bool = True, attn_dropout: float = 0.0, proj_dropout: float = 0.0,
-        qk_norm: bool = False, norm_eps: float = 1e-6, *, k_bias: bool = True, rope: RotaryEmbedding2d | None = None,
-    ) -> None:
-        qv_only = qkv_bias and not k_bias
-        super().__init__(dim, heads, qkv_bias and not qv_only, attn_dropout, proj_dropout, qk_norm, norm_eps)
-        self.q_bias = nn.Parameter(torch.zeros(dim)) if qv_only else None
-        self.v_bias = nn.Parameter(torch.zeros(dim)) if qv_only else None
+    def __init__(self, *args: Any, rope: RotaryEmbedding2d, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.rope = rope
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        qkv = self.qkv(x)
-        if self.q_bias is not None:
-            qkv = qkv + torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        q, k, v = self.split_heads(qkv)
-        if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
-        return q, k, v
+        q, k, v = super().project_qkv(x)
+        return self.rope(q), self.rope(k), v
+
+
+class RopeQVBiasAttention(RopeAttention, QVBiasAttention):
+    """EVA-02's attention: RoPE (:class:`RopeAttention`) on queries and keys biased as :class:`QVBiasAttention`
+    biases them (queries and values only; with RoPE a key bias would not cancel out, and EVA has none)."""
+
+
+def eva_attention(rope: RotaryEmbedding2d | None, key_bias: bool = True) -> Callable[..., Attention]:
+    """The attention class (with its RoPE bound) for ``rope`` and ``key_bias`` (without one: q/v biases only)."""
+    if rope is None:
+        return Attention if key_bias else QVBiasAttention
+    return partial(RopeAttention if key_bias else RopeQVBiasAttention, rope=rope)
 
 
 class SwiGLU(nn.Module):

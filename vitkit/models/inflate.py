@@ -109,7 +109,7 @@ def _check_compatible(video: VideoVisionTransformer, image: VisionTransformer) -
     if i.norm != "pre" or i.attention_axis != "tokens":
         raise VitkitError("only a pre-norm ViT with attention over tokens can initialise a ViViT "
                           f"(this one has norm={i.norm!r}, attention_axis={i.attention_axis!r})")
-    if i.rope or i.swiglu or not i.k_bias:
+    if i.rope or i.swiglu or not i.key_bias:
         raise VitkitError("an EVA-02 image ViT (RoPE, SwiGLU, no key bias) cannot initialise a ViViT, whose blocks "
                           "have none of these; start from a plain ViT")
     pairs = {

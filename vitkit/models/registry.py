@@ -233,7 +233,7 @@ def _register_eva02() -> None:
     for size, name in (("ti", "tiny"), ("s", "small"), ("b", "base")):
         dim, depth, heads = VIT_SIZES[size]
         config = ViTConfig(patch_size=14, dim=dim, depth=depth, heads=heads, mlp_ratio=4 * 2 / 3, pool="mean",
-                           swiglu=True, mlp_norm=size == "b", k_bias=False, rope=True, rope_grid=16,
+                           swiglu=True, mlp_norm=size == "b", key_bias=False, rope=True, rope_grid=16,
                            qkv_layout="split" if size == "b" else "fused")
         register(f"eva02_{size}14", config, VisionTransformer,
                  f"EVA-02 {_SIZE_NAMES[size]}/14 at 224 px: RoPE, SwiGLU{' with its norm' * (size == 'b')}, "

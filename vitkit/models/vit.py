@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -25,7 +24,7 @@ from torch import nn
 
 from .base import TransformerModel, block_stack
 from .config import ViTConfig
-from .eva import EvaAttention, SwiGLU
+from .eva import SwiGLU, eva_attention
 from .heads import Pool, norm_after_pool
 from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
                      readout_queries, sincos_2d)
@@ -81,9 +80,7 @@ class VisionTransformer(TransformerModel):
         """The blocks' attention: the blog's across the batch, EVA's (RoPE, no key bias) or the plain one."""
         if c.attention_axis == "batch":
             return BatchAxisAttention
-        if c.rope or (c.qkv_bias and not c.k_bias):
-            return partial(EvaAttention, k_bias=c.k_bias, rope=self.rope)
-        return Attention
+        return eva_attention(self.rope, key_bias=c.key_bias or not c.qkv_bias)
 
     def _make_head(self) -> nn.Module:
         return nn.Linear(self.config.dim, self.config.num_classes) if self.config.num_classes else nn.Identity()
