@@ -183,3 +183,16 @@ def test_other_sizes_equal_transformers_interpolate_pos_encoding(case, tmp_path)
     assert max_diff(model(images), expected) <= 1e-5
     timm_kernel = vitkit.load(tmp_path, dynamic_img_size=True, pos_embed_antialias=True)
     assert max_diff(timm_kernel(images), expected) > 1e-4
+
+
+def test_vitkit_convert_to_hf_on_the_command_line_gives_a_folder_transformers_loads(tmp_path) -> None:
+    from conftest import run_cli
+
+    build("dinov2_registers", 32).save_pretrained(tmp_path / "reference")
+    result = run_cli("convert", str(tmp_path / "reference"), "--to", "hf", str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    reference = transformers.Dinov2WithRegistersForImageClassification.from_pretrained(tmp_path / "hf").eval()
+    model = vitkit.load(tmp_path / "reference")
+    images = torch.randn(2, 3, 32, 32)
+    assert max_diff(vitkit_output(model, images, "dinov2_registers"), reference_output(reference, images)) <= 1e-5
+    assert (tmp_path / "hf" / "preprocessor_config.json").is_file()
