@@ -177,3 +177,16 @@ def test_a_vivit_learned_table_is_resampled_in_each_frame_as_timm_resamples_an_i
         frame = table[:, 1 + 16 * t : 1 + 16 * (t + 1)]
         expected = timm_layers.resample_abs_pos_embed(frame, (6, 5), (4, 4), num_prefix_tokens=0)
         assert max_diff(resampled[:, 1 + 30 * t : 1 + 30 * (t + 1)], expected) <= 1e-6
+
+
+def test_loading_a_transformers_folder_at_another_clip_size_equals_transformers_at_that_size(tmp_path) -> None:
+    """``vitkit.load(FOLDER, image_size=, num_frames=)`` (what ``vitkit train --task video --init FOLDER`` asks
+    for): VideoMAE as transformers builds it at that size; TimeSformer as transformers resamples its tables."""
+    videomae = _videomae().eval()
+    videomae.save_pretrained(tmp_path / "videomae")
+    at_size = _videomae(num_frames=4, image_size=48).eval()
+    at_size.load_state_dict(videomae.state_dict())
+    _same(vitkit.load(tmp_path / "videomae", image_size=48, num_frames=4), at_size, torch.randn(2, 3, 4, 48, 48))
+    timesformer = _timesformer().eval()
+    timesformer.save_pretrained(tmp_path / "timesformer")
+    _same(vitkit.load(tmp_path / "timesformer", image_size=48), timesformer, torch.randn(2, 3, 4, 48, 48))

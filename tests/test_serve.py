@@ -31,6 +31,7 @@ from vitkit.store import save_model
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytest.importorskip("fastapi_offline")  # /docs's Swagger UI files (extra [serve])
 
 from vitkit.serve import Engine, Limits, Settings, create_app  # noqa: E402
 from vitkit.serve.background import serving  # noqa: E402

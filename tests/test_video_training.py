@@ -118,6 +118,18 @@ def test_video_training_batches_are_a_function_of_their_position(videos, tmp_pat
     assert targets[:, 1].tolist() == [float(trainer.task.train_set.labels[i]) for i in (0, 5, 7, 2)]
 
 
+def test_video_init_from_a_video_model_of_another_clip_size_resamples_its_positions(videos, tmp_path) -> None:
+    """A pretrained video model (8 frames x 48 px) fine-tuned on 4 x 32 clips: its tables are resampled, the
+    rest of its weights kept, and the head sized for the data."""
+    pretrained = create_model("vivit_m2_ti", **{**TINY_VIDEO, "num_frames": 8, "image_size": 48, "num_classes": 5})
+    save_model(tmp_path / "video", pretrained)
+    video = Trainer(video_config(videos, tmp_path / "run", init=str(tmp_path / "video"))).model
+    assert (video.config.num_frames, video.config.image_size, video.head.out_features) == (4, (32, 32), 2)
+    assert torch.equal(video.pos_embed.weight, pretrained.pos_embed.table((1, 4, 4)))
+    assert torch.equal(video.temporal_pos_embed.weight, pretrained.temporal_pos_embed.table((2, 1, 1)))
+    assert torch.equal(video.spatial_blocks[0].mlp.fc1.weight, pretrained.spatial_blocks[0].mlp.fc1.weight)
+
+
 def test_video_init_from_an_image_vit_inflates_it(videos, tmp_path) -> None:
     image = create_model("vit_ti16", image_size=32, patch_size=8, dim=32, depth=1, heads=2, num_classes=5)
     save_model(tmp_path / "image", image)

@@ -9,13 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import block_outputs, intermediates_every_way
+from conftest import block_outputs, intermediates_every_way, max_diff
 
 import vitkit
+from vitkit.explain.video import explain_video
+from vitkit.interop.save import save_as
 from vitkit.models import video_positions
 from vitkit.models.inflate import inflate_from_image
 from vitkit.models.layers import Attention, QVBiasAttention
 from vitkit.models.video_positions import resample_grid, sinusoid_table
+from vitkit.store import save_model
 
 TINY = dict(image_size=32, num_frames=4, tubelet_size=(2, 8, 8), dim=32, depth=3, heads=4, num_classes=5)
 VARIANTS = {
@@ -141,11 +144,36 @@ def test_timesformer_class_token_takes_the_mean_of_its_per_frame_copies() -> Non
     torch.testing.assert_close(four[:, 1:17], one[:, 1:], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", list(VARIANTS))
+def test_loading_at_another_clip_size_equals_running_the_original_at_it(kind: str, tmp_path) -> None:
+    """``vitkit.load(FOLDER, image_size=, num_frames=)`` resamples the tables once as dynamic_img_size does each
+    forward pass."""
+    model = tiny(kind)
+    save_model(tmp_path / kind, model)
+    resized = vitkit.load(tmp_path / kind, image_size=(48, 40), num_frames=8)
+    assert resized.config.grid_size == (8 // model.config.tubelet_size[0], 6, 5)
+    dynamic = same_weights(model, dynamic_img_size=True)
+    clips = torch.randn(2, 3, 8, 48, 40)
+    with torch.no_grad():
+        assert max_diff(resized(clips), dynamic(clips)) <= 1e-6
+
+
 @pytest.mark.parametrize("kind", ["videomae", "timesformer"])
 def test_inflating_an_image_vit_into_videomae_or_timesformer_is_refused_in_one_line(kind: str) -> None:
     image = vitkit.VisionTransformer(vitkit.ViTConfig(image_size=32, patch_size=8, dim=32, depth=3, heads=4))
     with pytest.raises(vitkit.VitkitError, match="inflating an image ViT supports ViViT Models 1-4, not"):
         inflate_from_image(tiny(kind), image)
+
+
+def test_explaining_a_timesformer_is_refused_in_one_line() -> None:
+    with pytest.raises(vitkit.VitkitError, match="explain does not draw TimeSformer"):
+        explain_video(tiny("timesformer"), torch.randn(1, 3, 4, 32, 32), "rollout")
+
+
+@pytest.mark.parametrize("fmt", ["timm", "torchvision"])
+def test_converting_a_video_model_to_an_image_library_is_refused_in_one_line(fmt: str, tmp_path) -> None:
+    with pytest.raises(vitkit.VitkitError, match=f"{fmt} has no video models: convert a ViViT --to vitkit or --to hf"):
+        save_as(tiny("videomae"), fmt, tmp_path / "out.safetensors")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -52,13 +52,18 @@ def _attention(config: ViTConfig | ViViTConfig, tokens: int, attended: int) -> C
     """qkv and output projections over ``tokens`` tokens; each attends to ``attended`` keys (both products)."""
     c = config
     scores = Counts(0, 4 * tokens * attended * c.dim)
-    return _add(_linear(tokens, c.dim, 3 * c.dim, c.qkv_bias), scores, _linear(tokens, c.dim, c.dim))
+    qkv = _linear(tokens, c.dim, 3 * c.dim, c.qkv_bias)
+    if c.qkv_bias and not getattr(c, "k_bias", True):  # EVA: queries and values only
+        qkv = Counts(qkv.params - c.dim, qkv.flops)
+    return _add(qkv, scores, _linear(tokens, c.dim, c.dim))
 
 
 def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> Counts:
     """Two LayerNorms, the given attention and the MLP, for ``tokens`` tokens."""
     c = config
-    mlp = _add(_linear(tokens, c.dim, c.hidden_dim), _linear(tokens, c.hidden_dim, c.dim))
+    swiglu = getattr(c, "swiglu", False)  # two input branches (gate and value), and its optional inner norm
+    inner_norm = Counts(2 * c.hidden_dim if getattr(c, "mlp_norm", False) else 0, 0)
+    mlp = _add(_linear(tokens, c.dim, (1 + swiglu) * c.hidden_dim), _linear(tokens, c.hidden_dim, c.dim), inner_norm)
     return _add(Counts(4 * c.dim, 0), attention, mlp)
 
 

@@ -190,25 +190,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import VitkitError
     from ..outputs import refuse_existing
     from ..train import report
+    from ..data import moving_digits
     from ..data.datasets import EMBEDDED
     from ..train.evaluate import evaluate, evaluate_clips
     from ..train.feed import resolve_workers
     from ..train.stream_tasks import StreamedEvalSet
+    from ..train.video_stream_tasks import StreamedVideoEvalSet
 
     tune_heap(args.heap)
     opened = _open_for_inference(args)
     model, prep, class_names, video = opened.model, opened.preprocess, opened.class_names, opened.is_video
     out = Path(args.out or Path(args.run) / "eval")
     refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
-    streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
-    val = prep.eval_set(args.data, class_names) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
-        else _eval_set(args.data, prep.short_side)
+    streamed = args.data not in EMBEDDED and args.data != moving_digits.NAME  # folders, shards: batch by batch
+    val = (StreamedVideoEvalSet(args.data, prep, class_names, _views(args.views)) if streamed else
+           prep.eval_set(args.data, class_names)) if video else \
+        StreamedEvalSet(args.data, prep, args.batch_size) if streamed else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
-    if video:
-        metrics = evaluate_clips(model, val, views=_views(args.views))
-    elif streamed:
+    if streamed:
         metrics = val.evaluate(model, resolve_workers(args.workers))
+    elif video:
+        metrics = evaluate_clips(model, val, views=_views(args.views))
     else:
         metrics = evaluate(model, val, prep, batch_size=args.batch_size)
     if val.skipped:

@@ -33,6 +33,9 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     dim, in_channels, *patch = proj.shape
     depth = len({m[1] for key in state if (m := re.match(r"blocks\.(\d+)\.", key))})
     hidden = _require(state, "blocks.0.mlp.fc1.weight").shape[0]
+    fc2 = state.get("blocks.0.mlp.fc2.weight")
+    swiglu = fc2 is not None and hidden == 2 * fc2.shape[1]  # SwiGLU: gate and value stacked in fc1
+    hidden = hidden // 2 if swiglu else hidden
     ratio = hints.get("mlp_ratio", 4.0)
     class_token = "cls_token.token" in state
     reg_tokens = state["reg_token.token"].shape[1] if "reg_token.token" in state else 0
@@ -40,7 +43,9 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     fields = dict(
         dim=dim, in_channels=in_channels, patch_size=tuple(patch), depth=depth,
         mlp_ratio=ratio, mlp_dim=None if hidden == int(dim * ratio) else hidden,
-        qkv_bias="blocks.0.attn.qkv.bias" in state, class_token=class_token,
+        qkv_bias="blocks.0.attn.qkv.bias" in state or "blocks.0.attn.q_bias" in state,
+        k_bias="blocks.0.attn.q_bias" not in state, swiglu=swiglu, mlp_norm="blocks.0.mlp.norm.weight" in state,
+        class_token=class_token,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         # Only pre-norm models end with a LayerNorm.
         norm="pre" if "norm.weight" in state or hints.get("final_norm") is False else "post",

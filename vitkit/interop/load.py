@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import VitkitError
 from ..models.config import ViTConfig, to_pair
 from ..models.vit import VisionTransformer, pos_embed_prefix
+from ..models.video_positions import resampled_tables
 from ..models.vivit import VideoVisionTransformer
 from ..store import load_model
 from .detect import BY_NAME, VIDEO_FORMATS, detect_format
@@ -30,6 +31,7 @@ from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
 from .infer import infer_config
 from .resample import resample_pos_embed
 from .timm import architecture_hints
+from .timm_eva import check_eva_source
 
 log = logging.getLogger("vitkit")
 
@@ -59,10 +61,12 @@ def load(source: str | os.PathLike, num_classes: int | None = None, image_size: 
     torchvision, JAX or vitkit, recognised from its keys), a Hugging Face model folder, or ``timm:NAME`` /
     ``hf:ORG/NAME``. ``overrides`` are config fields: ones the weights cannot show (``heads=``, ``norm_eps=``)
     or training options (``drop_path=0.1``). Where it came from is in ``model.config.extra["source"]``.
+    Video models (a vitkit video folder, transformers' ViViT / VideoMAE / TimeSformer folders) take
+    ``num_frames=`` as well as ``image_size``; their position tables are resampled as ``dynamic_img_size`` does.
     """
     source = str(source)
     if _is_other_vitkit_model(source):
-        return _load_other_vitkit_model(source, num_classes, image_size)
+        return _load_other_vitkit_model(source, num_classes, image_size, overrides)
     weights = read_source(source)
     if BY_NAME[weights.format].video:
         return _load_video(weights, source, num_classes, image_size, overrides)
@@ -103,6 +107,9 @@ def read_source(source: str) -> SourceWeights:
     state = fmt.to_vitkit(checkpoint.arrays)
     # The name asked for tells most (timm:NAME_quickgelu loads the weights of NAME, whose config.json says NAME).
     named = architecture_hints(timm_architecture(source))
+    if fmt.name == "timm-eva":  # RoPE is in no weights: known from the name, vitkit's header, or assumed
+        architecture = timm_architecture(source) or (checkpoint.sidecar or {}).get("architecture")
+        check_eva_source(architecture, CONFIG_METADATA_KEY in checkpoint.metadata, hints)
     return SourceWeights(state, fmt.name, {**hints, **sidecar, **named}, path, class_names)
 
 
@@ -189,17 +196,32 @@ def _load_video(weights: SourceWeights, source: str, num_classes: int | None, im
     if weights.hints["video_model_type"] != BY_NAME[weights.format].model_type:
         raise VitkitError(f"{weights.path}: the config.json beside these {described} weights is a "
                           f"{weights.hints['video_model_type']!r} model's; put the model's own config.json there")
-    if image_size is not None:
-        raise VitkitError(f"{source}: a video model takes other clip sizes with dynamic_img_size=True, not image_size")
-    config = weights.hints["video_config"].replace(**overrides)
+    config = weights.hints["video_config"]
     info = {"source": source, "format": weights.format, "class_names": weights.class_names}
     model = VideoVisionTransformer(config.replace(extra={**config.extra, "source": info}))
     _load_state(model, weights.state, source, new_head=False)
+    model = resize_video(model, source, image_size, overrides)
     if num_classes is not None and num_classes != config.num_classes:
         log.warning(f"vitkit: new {num_classes}-class head (the checkpoint's has {config.num_classes})")
         model.reset_classifier(num_classes)
         model.config.extra["source"]["class_names"] = None
     return model.eval()
+
+
+def resize_video(model: VideoVisionTransformer, source: str, image_size: Any, overrides: dict[str, Any]) -> nn.Module:
+    """``model`` rebuilt with config ``overrides`` and ``image_size`` (e.g. another ``num_frames``): learned
+    position tables resampled to the new grid as ``dynamic_img_size`` does in the forward pass (announced in one
+    line); VideoMAE's fixed table is computed for it."""
+    changes = {**overrides, **({"image_size": to_pair(image_size)} if image_size is not None else {})}
+    target = model.config.replace(**changes)
+    if target == model.config:
+        return model
+    resized = VideoVisionTransformer(target)
+    _load_state(resized, {**model.state_dict(), **resampled_tables(model, resized)}, source, new_head=False)
+    if target.grid_size != model.config.grid_size:
+        old, new = ("x".join(map(str, grid)) for grid in (model.config.grid_size, target.grid_size))
+        log.warning(f"vitkit: the video position embedding now covers {new} tubelets (was {old})")
+    return resized.eval()
 
 
 def _is_other_vitkit_model(source: str) -> bool:
@@ -209,10 +231,13 @@ def _is_other_vitkit_model(source: str) -> bool:
     return bool(sidecar) and sidecar.get("format") == "vitkit" and sidecar.get("architecture") != "VisionTransformer"
 
 
-def _load_other_vitkit_model(source: str, num_classes: int | None, image_size: Any) -> nn.Module:
+def _load_other_vitkit_model(source: str, num_classes: int | None, image_size: Any,
+                             overrides: dict[str, Any]) -> nn.Module:
     model, _ = load_model(source)
-    if image_size is not None and tuple(model.config.image_size) != to_pair(image_size):
-        raise VitkitError(f"{source}: changing the input size is supported for image ViTs only")
+    if isinstance(model, VideoVisionTransformer):
+        model = resize_video(model, source, image_size, overrides)
+    elif image_size is not None and tuple(model.config.image_size) != to_pair(image_size):
+        raise VitkitError(f"{source}: changing the input size is supported for ViTs and video models only")
     if num_classes is not None and num_classes != model.config.num_classes:
         log.warning(f"vitkit: new {num_classes}-class head (the checkpoint's has {model.config.num_classes})")
         model.reset_classifier(num_classes)

@@ -35,7 +35,7 @@ TARGETS = ("vitkit", "timm", "hf", "torchvision")
 
 def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_names: list[str] | None = None,
             preprocess: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a vitkit ViT) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
+    """Write ``model`` (a vitkit ViT or video model) to ``out`` in format ``fmt`` (one of :data:`TARGETS`); returns the path of
     the weights written. ``preprocess`` (a vitkit folder's entry: image_size, short_side, mean, std) is what eval /
     predict / ``--init`` read in a vitkit folder, and becomes an hf folder's ``preprocessor_config.json``."""
     out = Path(out)
@@ -44,7 +44,10 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     if fmt == "vitkit":
         metadata = {"class_names": class_names, "preprocess": preprocess}
         return save_model(out, model, **{k: v for k, v in metadata.items() if v}) / "model.safetensors"
-    if fmt == "hf" and isinstance(config, ViViTConfig):
+    if isinstance(config, ViViTConfig) and fmt in ("timm", "torchvision"):
+        raise VitkitError(f"{fmt} has no video models: convert a {config.kind} --to vitkit or --to hf "
+                          "(transformers' ViViT, VideoMAE or TimeSformer)")
+    if isinstance(config, ViViTConfig) and fmt == "hf":
         video = hf_video_format(config)
         weights = out / "model.safetensors"
         _write_safetensors(weights, video.from_vitkit(state, config), config)  # type: ignore[misc]

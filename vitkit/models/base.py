@@ -84,7 +84,8 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name, to_tuple in self.tuple_fields.items():
-            setattr(self, name, to_tuple(getattr(self, name)))
+            if getattr(self, name) is not None:  # None: an optional pair left unset
+                setattr(self, name, to_tuple(getattr(self, name)))
         self._validate()
 
     def _validate(self) -> None:
@@ -126,7 +127,7 @@ class TransformerConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)  # type: ignore[call-overload]
         for name in self.tuple_fields:
-            data[name] = list(data[name])
+            data[name] = None if data[name] is None else list(data[name])
         return data
 
     @classmethod

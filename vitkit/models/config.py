@@ -17,6 +17,7 @@ PosEmbed = Literal["learned", "learned_patches", "sincos2d", "sincos2d_jax", "no
 AttentionAxis = Literal["tokens", "batch"]
 Stem = Literal["patch", "conv"]
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+QkvLayout = Literal["fused", "split"]
 
 
 @dataclass
@@ -92,11 +93,32 @@ class ViTConfig(TransformerConfig):
     """The MLP's activation: ``gelu`` (Hendrycks & Gimpel 2016, exact), ``gelu_tanh`` (its tanh approximation:
     big_vision's SigLIP) or ``quick_gelu`` (OpenAI CLIP's ``x * sigmoid(1.702 x)``; timm's ``_quickgelu``
     names). Weights do not show it: pass it when loading such a checkpoint from a file."""
+    swiglu: bool = False
+    """The SwiGLU feed-forward network (Shazeer 2020, "GLU Variants Improve Transformer"; EVA-02) in place of
+    Linear-GELU-Linear: ``fc2(SiLU(x W_g) * (x W_x))``. ``hidden_dim`` is the width of each branch (EVA-02: 8/3 of
+    ``dim``, the parameters of a 4x MLP). timm's ``swiglu_mlp``."""
+    mlp_norm: bool = False
+    """A LayerNorm on the SwiGLU's hidden product before ``fc2`` (Shleifer et al. 2021, NormFormer; EVA-02 Base
+    and Large, timm's ``scale_mlp``). Needs ``swiglu``."""
+    k_bias: bool = True
+    """With ``qkv_bias``: whether keys get a bias too. BEiT and EVA bias queries and values only (timm's
+    ``q_bias`` / ``v_bias``)."""
+    rope: bool = False
+    """2-D rotary position embedding on the patch tokens' queries and keys (Su et al. 2021, "RoFormer"; the axial
+    2-D form of EVA-02, Fang et al. 2023; ``rope.py``), besides ``pos_embed``. timm's ``use_rot_pos_emb``."""
+    rope_grid: int | tuple[int, int] | None = None
+    """The patch grid RoPE's positions are scaled to (timm's ``ref_feat_shape``): on a grid of h x w patches, row
+    i sits at i * ref_h / h. EVA-02: 16 x 16, its 224 px pre-training, at every size. None: the patch index
+    (always None without ``rope``)."""
+    qkv_layout: QkvLayout = "fused"
+    """How timm files hold the attention projections: one ``qkv`` or, ``split``, separate ``q_proj`` / ``k_proj``
+    / ``v_proj`` without a key bias (EVA-02 Base and Large, timm's ``qkv_fused=False``). Only the file layout:
+    vitkit computes one fused projection either way."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata (where the config came from); not used by the model."""
 
     kind: ClassVar[str] = "ViT"
-    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "patch_size": to_pair}
+    tuple_fields: ClassVar[TupleFields] = {"image_size": to_pair, "patch_size": to_pair, "rope_grid": to_pair}
 
     def _validate(self) -> None:
         for (size, patch), axis in zip(zip(self.image_size, self.patch_size), ("height", "width")):
@@ -131,9 +153,26 @@ class ViTConfig(TransformerConfig):
                               "class_token=True and fc_norm unset")
         if self.pool == "cls" and not self.class_token:
             raise ConfigError("pool='cls' needs class_token=True; use pool='mean' for a model without [CLS]")
+        self._validate_eva()
         if self.distilled and (self.pool != "cls" or self.fc_norm or self.reg_tokens):
             raise ConfigError("distilled=True reads [CLS] and the distillation token: it needs pool='cls', "
                               "reg_tokens=0 and fc_norm unset")
+
+    def _validate_eva(self) -> None:
+        """The checks of EVA-02's options (RoPE, SwiGLU, the MLP norm, the attention biases' layout)."""
+        check_choice("qkv_layout", self.qkv_layout, QkvLayout)
+        if not self.rope:
+            self.rope_grid = None
+        elif (self.dim // self.heads) % 4 or self.attention_axis != "tokens":
+            raise ConfigError(f"rope=True needs a head size divisible by 4 (got {self.dim // self.heads}) and "
+                              "attention over the tokens")
+        if self.mlp_norm and not self.swiglu:
+            raise ConfigError("mlp_norm=True is the norm inside the SwiGLU MLP: it needs swiglu=True")
+        if self.swiglu and self.act != "gelu":
+            raise ConfigError(f"act={self.act!r} has no effect with swiglu=True (SwiGLU uses SiLU); leave act unset")
+        if self.qkv_layout == "split" and self.qkv_bias and self.k_bias:
+            raise ConfigError("qkv_layout='split' (timm's separate q/k/v projections) has no key bias: "
+                              "set k_bias=False")
 
     @property
     def pooled_dim(self) -> int:

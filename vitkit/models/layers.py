@@ -199,7 +199,8 @@ class Attention(nn.Module):
         return self.split_heads(self.qkv(x))
 
     def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each."""
+        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each (with
+        QK-norm applied)."""
         batch, length, _ = qkv.shape
         q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.q_norm is not None:
@@ -306,14 +307,15 @@ class Block(nn.Module):
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
     ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
     ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``),
-    ``qk_norm`` QK-norm in the attention, ``act`` the MLP's activation (:func:`activation`).
+    ``qk_norm`` QK-norm in the attention, ``act`` the MLP's activation (:func:`activation`); ``mlp`` replaces the
+    MLP (EVA-02's SwiGLU).
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
         attention: type[Attention] = Attention, init_values: float | None = None, qk_norm: bool = False,
-        act: str = "gelu",
+        act: str = "gelu", mlp: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
@@ -321,7 +323,7 @@ class Block(nn.Module):
         self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout, qk_norm, norm_eps)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, hidden_dim, dropout, act)
+        self.mlp = Mlp(dim, hidden_dim, dropout, act) if mlp is None else mlp
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path)
 

@@ -227,6 +227,25 @@ def _register_fine_tuning_vits() -> None:
 _register_fine_tuning_vits()
 
 
+def _register_eva02() -> None:
+    """EVA-02 (Fang et al. 2023) as timm builds it: 2-D RoPE on a 16x16 reference grid besides the learned position
+    embedding, SwiGLU MLP of 8/3 the width (with its inner norm in Base), no key bias, mean of the patches."""
+    for size, name in (("ti", "tiny"), ("s", "small"), ("b", "base")):
+        dim, depth, heads = VIT_SIZES[size]
+        config = ViTConfig(patch_size=14, dim=dim, depth=depth, heads=heads, mlp_ratio=4 * 2 / 3, pool="mean",
+                           swiglu=True, mlp_norm=size == "b", k_bias=False, rope=True, rope_grid=16,
+                           qkv_layout="split" if size == "b" else "fused")
+        register(f"eva02_{size}14", config, VisionTransformer,
+                 f"EVA-02 {_SIZE_NAMES[size]}/14 at 224 px: RoPE, SwiGLU{' with its norm' * (size == 'b')}, "
+                 "mean pooling (as timm)")
+        _ALIASES[f"eva02_{name}_patch14_224"] = (f"eva02_{size}14", {})
+        fine_tuned = 448 if size == "b" else 336  # timm's ImageNet fine-tuned classifiers
+        _ALIASES[f"eva02_{name}_patch14_{fine_tuned}"] = (f"eva02_{size}14", {"image_size": fine_tuned})
+
+
+_register_eva02()
+
+
 def _register_vivits() -> None:
     # The paper's ViViT-{B,L}/16x2 (Arnab et al. 2021): 32 frames at 224 px, 2x16x16 tubelets; Model 2 adds a
     # 4-block temporal encoder. Ti and S use DeiT's widths.

@@ -65,3 +65,17 @@ class VideoPositionEmbedding(PositionEmbedding):
 
     def stage_label(self) -> str:
         return "position embedding" + (" (fixed sinusoid)" if self.fixed else "")
+
+
+@torch.no_grad()
+def resampled_tables(source: torch.nn.Module, target: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The learned position tables of ``source`` (a video model) resampled to the grids of the same tables in
+    ``target`` (the same model at another clip size), under their state-dict keys; tables whose grid is the same
+    are left out, fixed (sinusoid) ones are the target's own."""
+    tables = {}
+    for name, module in target.named_modules():
+        if isinstance(module, VideoPositionEmbedding) and not module.fixed:
+            old = source.get_submodule(name)
+            if old.grid != module.grid:
+                tables[f"{name}.weight"] = old.table(module.grid).detach().clone()
+    return tables

@@ -45,6 +45,10 @@ def _pretrained(config: TrainConfig, overrides: dict[str, Any], video: bool, log
     from ..models.vit import VisionTransformer
 
     source = load_pretrained(config.init, num_classes=overrides["num_classes"], image_size=overrides["image_size"])
+    frames = overrides.get("num_frames")
+    if video and frames and getattr(source.config, "num_frames", frames) != frames:  # a video model: its clip length
+        source = load_pretrained(config.init, num_classes=overrides["num_classes"], image_size=overrides["image_size"],
+                                 num_frames=frames)
     if not video or not isinstance(source, VisionTransformer):
         return source
     target = create_model(config.model, **overrides)
