@@ -183,3 +183,40 @@ def test_other_sizes_equal_transformers_interpolate_pos_encoding(case, tmp_path)
     assert max_diff(model(images), expected) <= 1e-5
     timm_kernel = vitkit.load(tmp_path, dynamic_img_size=True, pos_embed_antialias=True)
     assert max_diff(timm_kernel(images), expected) > 1e-4
+
+
+def test_vitkit_convert_to_hf_on_the_command_line_gives_a_folder_transformers_loads(tmp_path) -> None:
+    from conftest import run_cli
+
+    build("dinov2_registers", 32).save_pretrained(tmp_path / "reference")
+    result = run_cli("convert", str(tmp_path / "reference"), "--to", "hf", str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    reference = transformers.Dinov2WithRegistersForImageClassification.from_pretrained(tmp_path / "hf").eval()
+    model = vitkit.load(tmp_path / "reference")
+    images = torch.randn(2, 3, 32, 32)
+    assert max_diff(vitkit_output(model, images, "dinov2_registers"), reference_output(reference, images)) <= 1e-5
+    assert (tmp_path / "hf" / "preprocessor_config.json").is_file()
+
+
+@pytest.mark.parametrize("case", ["deit_teacher", "dinov2", "dinov2_registers", "clip", "siglip"])
+def test_a_written_folder_works_in_transformers_pipeline_as_vitkit_predicts(case, tmp_path) -> None:
+    """``AutoModelForImageClassification`` picks the family's classifier from the folder's config.json, and the
+    preprocessor_config.json does vitkit's eval: images whose shorter side is already the model's give the same
+    probabilities (no resampling on either side)."""
+    import numpy as np
+    from PIL import Image
+
+    build(case, 32).save_pretrained(tmp_path / "reference")
+    model = vitkit.load(tmp_path / "reference")
+    names = [f"class {i}" for i in range(model.config.num_classes)]
+    prep = {"image_size": 32, "short_side": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
+    save_as(model, "hf", tmp_path / "hf", class_names=names, preprocess=prep)
+    save_as(model, "vitkit", tmp_path / "vitkit", class_names=names, preprocess=prep)
+    ours = vitkit.pipeline(str(tmp_path / "vitkit"), device="cpu", top_k=5)
+    theirs = transformers.pipeline("image-classification", model=str(tmp_path / "hf"), device="cpu", top_k=5)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    for mine, them in zip(ours(images), theirs(images), strict=True):
+        assert mine[0]["label"] == them[0]["label"]
+        theirs_by_name = {row["label"]: row["score"] for row in them}
+        assert max(abs(row["score"] - theirs_by_name[row["label"]]) for row in mine) < 1e-5
