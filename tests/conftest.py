@@ -56,6 +56,20 @@ def intermediates_every_way(model: torch.nn.Module, inputs: torch.Tensor, indice
                 "early": run(inputs, indices=indices, intermediates_only=True, stop_early=True)}
 
 
+def no_grad_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` without autograd."""
+    with torch.no_grad():
+        return model(images)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """``model``'s state dict as a safetensors file at ``path`` (a reference checkpoint for a parity test)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
 def shared_data(name: str) -> Path:
     """A folder of ``../shared/data``; the test is skipped when it is absent (e.g. outside this workplace)."""
     path = SHARED_DATA / name

@@ -44,7 +44,8 @@ def test_init_from_a_timm_file_takes_its_crop_and_says_so(half_run, timm_file, t
     assert normalisation_of(trainer) == (HALF, HALF)
     assert trainer.normalisation == (f"normalisation mean=std=0.5 from the checkpoint (timm's pretrained_cfg in "
                                      f"{timm_file.parent / 'config.json'}); eval crop 0.9 from the checkpoint "
-                                     f"(timm's pretrained_cfg in {timm_file.parent / 'config.json'})")
+                                     f"(timm's pretrained_cfg in {timm_file.parent / 'config.json'}); resize bicubic "
+                                     f"from the checkpoint (timm's pretrained_cfg in {timm_file.parent / 'config.json'})")
 
 
 def test_crop_pct_given_wins_and_without_init_it_is_the_default(half_run, timm_file, tmp_path) -> None:  # noqa: F811
@@ -61,7 +62,8 @@ def test_convert_to_vitkit_and_open_keep_the_crop(timm_file, tmp_path) -> None:
     result = run_cli("convert", str(timm_file), "--to", "vitkit", str(tmp_path / "converted"))
     assert result.returncode == 0, result.stderr
     assert read_config(tmp_path / "converted")["preprocess"] == {"image_size": SIZE, "short_side": 36,
-                                                                 "mean": HALF, "std": HALF}
+                                                                 "mean": HALF, "std": HALF,
+                                                                 "interpolation": "bicubic"}
     for source in (timm_file, tmp_path / "converted"):
         prep = vitkit.open(source, device="cpu").preprocess
         assert (prep.image_size, prep.short_side, tuple(prep.mean), tuple(prep.std)) == (SIZE, 36, (0.5,) * 3,

@@ -23,7 +23,10 @@ VIT_OPTIONS = [dict(pool="mean", class_token=False), dict(pos_embed="sincos2d"),
                dict(init_values=1e-5, reg_tokens=4), dict(reg_tokens=2, pos_embed="learned_patches"),
                dict(distilled=True), dict(distilled=True, num_classes=0, pos_embed="learned_patches"),
                dict(qk_norm=True, norm_pre=True), dict(pool="map", class_token=False), dict(pool="map", reg_tokens=2),
-               dict(pool="mean", fc_norm=False)]
+               dict(pool="mean", fc_norm=False), dict(swiglu=True, mlp_norm=True, key_bias=False, rope=True),
+               dict(swiglu=True, mlp_dim=100, pool="mean"), dict(key_bias=False, qkv_layout="split", rope=True),
+               dict(pool="cls_mean", reg_tokens=1),
+               dict(norm_pre=True, pool="mean", final_norm=False), dict(pos_embed="sincos2d_jax", patch_dropout=0.5)]
 
 
 def dry_run(config) -> tuple[int, int]:

@@ -97,3 +97,14 @@ def test_headless_vitkit_exports_to_hf_vitmodel(tmp_path) -> None:
     with torch.no_grad():
         diff = max_diff(model.forward_features(images), reference(pixel_values=images).last_hidden_state)
     assert diff <= 1e-5, f"max |vitkit - transformers| = {diff:.2e}"
+
+
+def test_other_sizes_equal_transformers_interpolate_pos_encoding(tmp_path) -> None:
+    """transformers' ViT resamples its table plain bicubic; a loaded folder keeps that (pos_embed_antialias)."""
+    reference = randomize_(transformers.ViTForImageClassification(hf_config("d96_p8_nobias")))
+    reference.save_pretrained(tmp_path)
+    model = vitkit.load(tmp_path, dynamic_img_size=True)
+    images = torch.randn(2, 3, 64, 40)
+    with torch.no_grad():
+        expected = reference(pixel_values=images, interpolate_pos_encoding=True).logits
+        assert model.config.pos_embed_antialias is False and max_diff(model(images), expected) <= 1e-5

@@ -88,3 +88,31 @@ def test_in21k_pre_logits_are_dropped_with_the_head(tmp_path) -> None:
     with torch.no_grad():
         diff = (model.forward_features(images) - reference.forward_features(images)).abs().max().item()
     assert diff <= 1e-5, f"max |vitkit - timm| features = {diff:.2e}"
+
+
+def big_vision_posemb(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """big_vision's ``posemb_sincos_2d`` (written out from "Better plain ViT baselines"), [1, h * w, width]."""
+    y, x = np.mgrid[:h, :w]
+    omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1))
+    y, x = np.einsum("m,d->md", y.flatten(), omega), np.einsum("m,d->md", x.flatten(), omega)
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)[None].astype(np.float32)
+
+
+def test_a_big_vision_plain_vit_loads_with_its_fixed_sincos_table_and_average_pool(tmp_path) -> None:
+    """big_vision's plain ViT (posemb='sincos2d', pool_type='gap') stores neither [CLS] nor a table: vitkit reads it
+    as pos_embed='sincos2d_jax', the mean of the normed tokens; timm given the same table as a learned one agrees."""
+    arrays = {k: v for k, v in jax_arrays(big_vision=True).items() if k not in ("params/cls", "params/pos_embedding")}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    model = vitkit.load(tmp_path / "plain.npz", image_size=IMAGE)  # no table: the size is not in the weights
+    assert (model.config.pos_embed, model.config.class_token, model.config.pool, model.config.fc_norm) == (
+        "sincos2d_jax", False, "mean", False)
+    grid = IMAGE // PATCH
+    np.savez(tmp_path / "learned.npz", **arrays, **{"params/pos_embedding": big_vision_posemb(grid, grid, DIM)})
+    reference = VisionTransformer(img_size=IMAGE, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
+                                  mlp_ratio=MLP / DIM, num_classes=CLASSES, class_token=False, global_pool="avg",
+                                  fc_norm=False)
+    with torch.no_grad():
+        _load_weights(reference, str(tmp_path / "learned.npz"))
+        images = torch.randn(3, 3, IMAGE, IMAGE)
+        diff = (model(images) - reference.eval()(images)).abs().max().item()
+    assert diff <= 1e-5, f"max |vitkit - timm| = {diff:.2e}"

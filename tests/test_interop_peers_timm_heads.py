@@ -213,3 +213,55 @@ def test_timm_options_vitkit_lacks_are_refused_in_one_line_naming_the_key(option
         vitkit.load(path, heads=4)
     message = str(error.value)
     assert words in message and "vitkit does not support" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("patches, p, prefix", [(16, 0.5, 1), (196, 0.25, 5), (10, 0.95, 0)])
+def test_patch_dropout_keeps_as_many_tokens_as_timms_and_nothing_in_eval(patches, p, prefix) -> None:
+    from timm.layers import PatchDropout as TimmPatchDropout
+
+    from vitkit.models.patch_dropout import PatchDropout
+
+    tokens = torch.randn(3, prefix + patches, 8)
+    ours, theirs = PatchDropout(p, prefix).train(), TimmPatchDropout(p, num_prefix_tokens=prefix).train()
+    assert ours(tokens).shape == theirs(tokens).shape
+    assert torch.equal(ours(tokens)[:, :prefix], theirs(tokens)[:, :prefix])
+    assert torch.equal(ours.eval()(tokens), theirs.eval()(tokens))
+
+
+def test_a_timm_model_with_patch_drop_rate_is_built_from_the_config_and_agrees_in_eval() -> None:
+    config = vitkit.ViTConfig(image_size=64, patch_size=16, dim=64, depth=3, heads=4, num_classes=7,
+                              patch_dropout=0.4, reg_tokens=1)
+    kwargs = timm_kwargs(config)
+    assert kwargs["patch_drop_rate"] == 0.4
+    timm_model = randomize_(VisionTransformer(**kwargs)).eval()
+    model = vitkit.VisionTransformer(config).eval()
+    model.load_state_dict(vitkit.interop.timm.from_timm(timm_model.state_dict()))
+    images = torch.randn(2, 3, 64, 64)
+    assert max_diff(logits(model, images), logits(timm_model, images)) <= 1e-5
+    seen = {}
+    for name, net in (("vitkit", model), ("timm", timm_model)):
+        net.blocks[0].register_forward_hook(lambda module, args, out, name=name: seen.update({name: out.shape}))
+        net.train()(images)
+    assert seen["vitkit"] == seen["timm"] == (2, 1 + 1 + 9, 64)  # 9 = int(16 * 0.6) patches kept
+
+
+def test_the_jax_plain_vit_equals_timms_gap_vit_given_the_same_fixed_table(tmp_path) -> None:
+    """timm's ``vit_*_gap`` layout (no [CLS], norm every token, average) with its learned table set to vitkit's
+    sincos2d_jax table gives vitkit's logits at two sizes; plain_vit_s16's parameter count is timm's without a
+    position table."""
+    for size in (64, 96):
+        config = vitkit.ViTConfig(image_size=size, patch_size=16, dim=64, depth=3, heads=4, num_classes=7,
+                                  class_token=False, pool="mean", fc_norm=False, pos_embed="sincos2d_jax")
+        model = randomize_(vitkit.VisionTransformer(config))
+        timm_model = VisionTransformer(**{**BASE, "img_size": size}, class_token=False, global_pool="avg",
+                                       fc_norm=False)
+        state = {k: v for k, v in model.state_dict().items() if k != "pos_embed.weight"}
+        timm_model.load_state_dict({**vitkit.interop.timm.to_timm(state, config.replace(pos_embed="learned")),
+                                    "pos_embed": model.pos_embed.weight.clone()})
+        images = torch.randn(2, 3, size, size)
+        assert max_diff(logits(model, images), logits(timm_model.eval(), images)) <= 1e-5
+    with torch.device("meta"):
+        reference = timm.create_model("vit_small_patch16_224", class_token=False, global_pool="avg", fc_norm=False,
+                                      pos_embed="none")
+    model = vitkit.create_model("plain_vit_s16", device="meta")
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())

@@ -137,8 +137,9 @@ def video_bytes(draw) -> tuple[bytes, str, str]:
 
 
 def check_video_loader(blob: bytes, suffix: str, folder: Path) -> None:
-    """The video loader's contract: uint8 [T >= 1, 3, h, w], or BadVideo."""
-    from vitkit.data.video import BadVideo, decode_video
+    """The video loader's contract: uint8 [T >= 1, 3, h, w], or BadVideo; and what the streaming loader decodes
+    for a clip (``decode_frames``: first, last and a repeated frame) is exactly those frames of it."""
+    from vitkit.data.video import BadVideo, decode_frames, decode_video
 
     path = folder / f"fuzz.{suffix}"
     path.write_bytes(blob)
@@ -147,6 +148,8 @@ def check_video_loader(blob: bytes, suffix: str, folder: Path) -> None:
     except BadVideo:
         return
     assert video.dtype == torch.uint8 and video.ndim == 4 and video.shape[1] == 3 and video.shape[0] >= 1
+    picks = [len(video) - 1, 0, len(video) - 1]
+    assert torch.equal(decode_frames(path, 8, 4, lambda length: picks), video[picks])
 
 
 def test_every_truncation_of_an_mp4_decodes_or_is_refused(tmp_path) -> None:

@@ -62,6 +62,7 @@ def test_train_model_arg_typo_names_the_valid_keys(tmp_path) -> None:
     ("timm:vit_base_patch16_224", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"),
     ("timm:vit_small_patch16_224", "timm/vit_small_patch16_224.augreg_in21k_ft_in1k"),
     ("timm:vit_huge_patch14_224", "timm/vit_huge_patch14_224.orig_in21k"),
+    ("timm:eva02_base_patch14_448", "timm/eva02_base_patch14_448.mim_in22k_ft_in22k_in1k"),
     ("timm:vit_base_patch16_224.augreg_in1k", "timm/vit_base_patch16_224.augreg_in1k"),  # a tag is kept
     ("hf:google/vit-base-patch16-224", "google/vit-base-patch16-224"),
 ])

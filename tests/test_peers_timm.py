@@ -17,6 +17,10 @@ TIMM_NAMES = {
     "vit_l32": "vit_large_patch32_224", "vit_h14": "vit_huge_patch14_224",
     "deit3_s16": "deit3_small_patch16_224", "deit3_b16": "deit3_base_patch16_224",
     "dinov2_s14_reg": "vit_small_patch14_reg4_dinov2",
+    # EVA-02 (timm's Eva), and its fine-tuned classifiers' sizes
+    "eva02_ti14": "eva02_tiny_patch14_224", "eva02_s14": "eva02_small_patch14_224",
+    "eva02_b14": "eva02_base_patch14_224",
+    **{name: name for name in ("eva02_tiny_patch14_336", "eva02_small_patch14_336", "eva02_base_patch14_448")},
 }
 
 

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -30,6 +31,7 @@ from vitkit.store import save_model
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytest.importorskip("fastapi_offline")  # /docs's Swagger UI files (extra [serve])
 
 from vitkit.serve import Engine, Limits, Settings, create_app  # noqa: E402
 from vitkit.serve.background import serving  # noqa: E402
@@ -232,6 +234,18 @@ def test_model_page_health_and_docs(url, engine) -> None:
     assert "http" not in page.text.replace('href="/docs"', "")  # nothing loaded from elsewhere
     schema = httpx.get(f"{url}/openapi.json", timeout=30).json()
     assert {"/v1/predict", "/v1/model", "/healthz"} <= set(schema["paths"])
+
+
+def test_docs_page_loads_only_this_servers_files(url) -> None:
+    """Swagger UI at /docs works offline: every script, style sheet and icon it names is served here (the browser
+    test sees it render with other hosts blocked)."""
+    docs = httpx.get(f"{url}/docs", timeout=30)
+    assert docs.status_code == 200
+    linked = re.findall(r"""(?:src|href)=["']([^"']+)""", docs.text)
+    assert len(linked) >= 3 and all(link.startswith("/") for link in linked), linked
+    for link in linked:
+        assert httpx.get(url + link, timeout=30).status_code == 200, link
+    assert httpx.get(f"{url}/redoc", timeout=30).status_code == 404
 
 
 def test_explain_returns_the_rollout_overlay_vitkit_explain_draws(url, engine, photos) -> None:

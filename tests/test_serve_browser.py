@@ -11,6 +11,7 @@ import io
 import os
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytest.importorskip("fastapi_offline")  # /docs's Swagger UI files (extra [serve])
 sync_api = pytest.importorskip("playwright.sync_api")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent: install it with `apt-get install -y chromium`", allow_module_level=True)
@@ -59,11 +61,42 @@ def screenshot(page, name: str, size: tuple[int, int]) -> np.ndarray:
     return pixels
 
 
+def offline(page, url: str) -> list[str]:
+    """Make ``page`` reach only the server at ``url``, as on a machine without internet: any request to another
+    host is aborted and its URL appended to the returned list (which the tests check stays empty)."""
+    server, elsewhere = urlsplit(url).netloc, []
+
+    def guard(route) -> None:
+        if urlsplit(route.request.url).netloc == server:
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", guard)
+    return elsewhere
+
+
 def upload(page, url: str, *files: Path) -> None:
+    """Open the page (offline: it must need no other host) and pick ``files`` in it."""
+    elsewhere = offline(page, url)
     page.goto(url)
     # Locators, not wait_for_function("..."): the page's Content-Security-Policy forbids evaluating strings.
     page.locator("#model", has_text="classes").wait_for()
     page.set_input_files("#pick", [str(f) for f in files])
+    assert not elsewhere, f"the page asked other hosts for {elsewhere}"
+
+
+def test_api_docs_render_offline(browser, image_server) -> None:
+    page = browser.new_page(viewport={"width": 1000, "height": 760})
+    elsewhere = offline(page, image_server)
+    page.goto(f"{image_server}/docs")  # Swagger UI, from vitkit's own files
+    page.locator(".opblock-summary-path[data-path='/v1/predict']").wait_for(timeout=60_000)
+    assert page.locator(".opblock-summary-path[data-path='/v1/model']").is_visible()
+    screenshot(page, "serve-docs.png", (1000, 760))
+    assert not elsewhere, f"the API docs asked other hosts for {elsewhere}"
+    assert httpx.get(f"{image_server}/redoc").status_code == 404  # ReDoc always fetches its logo from a CDN
+    page.close()
 
 
 def test_photo_shows_its_class_and_the_attention_overlay(browser, image_server) -> None:

@@ -20,6 +20,7 @@ from vitkit.store import save_model
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytest.importorskip("fastapi_offline")  # /docs's Swagger UI files (extra [serve])
 pytest.importorskip("av")
 
 from vitkit.serve import Engine, Settings, create_app  # noqa: E402

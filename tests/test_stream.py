@@ -87,12 +87,12 @@ def test_an_unreadable_file_is_replaced_by_the_next_readable_one_of_the_batch_an
 
 
 def _poisoned(original, poison: str, action: str):
-    def load(path, short_side):
+    def load(path, *fit):
         if Path(path).name == poison:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise ZeroDivisionError("decoder bug")
-        return original(path, short_side)
+        return original(path, *fit)
     return load
 
 
@@ -133,10 +133,10 @@ def test_without_workers_a_decoder_bug_is_raised_as_itself_with_its_traceback(fo
 
 
 def _hanging(original, stuck: str):
-    def load(path, short_side):
+    def load(path, *fit):
         if Path(path).name == stuck:
             time.sleep(60)  # a hung mount: the worker never returns in time
-        return original(path, short_side)
+        return original(path, *fit)
     return load
 
 

@@ -39,6 +39,19 @@ def _same(a: Path, b: Path) -> list[str]:
     return [k for k in left if not (left[k] == right[k]).all()]
 
 
+def killed_and_resumed_equals_straight(args: list[str], root: Path, step: int) -> subprocess.CompletedProcess:
+    """``vitkit ARGS`` run straight into ``root/straight``, and into ``root/killed`` hit by SIGKILL at its
+    ``step``-th step then ``--resume``d: asserts the two end with the same weights; returns the straight run."""
+    straight = _drive("none", 0, [*args, "--out", str(root / "straight")])
+    assert straight.returncode == 0, straight.stderr
+    killed = _drive("step", step, [*args, "--out", str(root / "killed")])
+    assert killed.returncode == -9, killed.stderr
+    resumed = _drive("none", 0, ["train", "--resume", str(root / "killed")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _same(root / "killed" / "last.safetensors", root / "straight" / "last.safetensors") == []
+    return straight
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("streamrun") / "shapes", per_class=8)  # 16 train: 4 steps of 4
@@ -92,15 +105,9 @@ def test_shards_train_and_resume_after_sigkill_bit_for_bit(data, tmp_path) -> No
     written = subprocess.run([sys.executable, "-m", "vitkit", "shard", str(data), str(shards), "--shard-size", "8KB"],
                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert written.returncode == 0, written.stderr
-    args = ["train", "--data", str(shards), *COMMON, "--workers", "2"]
-    straight = _drive("none", 0, [*args, "--out", str(tmp_path / "straight")])
-    assert straight.returncode == 0, straight.stderr
+    straight = killed_and_resumed_equals_straight(["train", "--data", str(shards), *COMMON, "--workers", "2"],
+                                                  tmp_path, step=7)
     assert "loader: shards, 2 worker process(es)" in straight.stderr and "16 train / 8 val samples" in straight.stderr
-    killed = _drive("step", 7, [*args, "--out", str(tmp_path / "killed")])
-    assert killed.returncode == -9, killed.stderr
-    resumed = _drive("none", 0, ["train", "--resume", str(tmp_path / "killed")])
-    assert resumed.returncode == 0, resumed.stderr
-    assert _same(tmp_path / "killed" / "last.safetensors", tmp_path / "straight" / "last.safetensors") == []
     summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
     assert summary["val_samples"] == 8
 
@@ -110,10 +117,10 @@ import os, signal, sys
 from pathlib import Path
 import vitkit.data.stream as stream
 original = stream.load_for_model
-def load(path, short_side):
+def load(path, *fit):
     if Path(str(path)).name == sys.argv[1]:
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(path, short_side)
+    return original(path, *fit)
 stream.load_for_model = load
 from vitkit.cli import main
 raise SystemExit(main(sys.argv[2:]))

@@ -66,6 +66,23 @@ def test_another_size_equals_the_checkpoint_resized_on_loading(overrides, tmp_pa
         torch.testing.assert_close(dynamic(images), resized(images), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("antialias", [True, False])
+def test_pos_embed_antialias_picks_the_resampling_kernel(antialias: bool, tmp_path) -> None:
+    """The table at another grid is the patch table interpolated bicubic, antialiased or not, [CLS] untouched;
+    loading at another size resamples the same way."""
+    model = small(dynamic_img_size=True, pos_embed_antialias=antialias)
+    table = model.pos_embed.weight.detach()
+    grid = table[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(grid, size=(6, 5), mode="bicubic", antialias=antialias)
+    expected = torch.cat([table[:, :1], resized.permute(0, 2, 3, 1).reshape(1, 30, -1)], dim=1)
+    torch.testing.assert_close(model.pos_embed.table((6, 5)), expected, rtol=0, atol=1e-6)
+    other = same_weights(model, pos_embed_antialias=not antialias)
+    assert (other.pos_embed.table((6, 5)) - model.pos_embed.table((6, 5))).abs().max() > 1e-4
+    save_as(model, "vitkit", tmp_path / "run")
+    loaded = vitkit.load(tmp_path / "run", image_size=(48, 40))
+    torch.testing.assert_close(loaded.pos_embed.weight, expected, rtol=0, atol=1e-6)
+
+
 def test_a_fixed_sincos_table_is_computed_for_the_new_grid() -> None:
     model = small(pos_embed="sincos2d", dynamic_img_size=True)
     built_there = same_weights(model, image_size=(48, 64), dynamic_img_size=False)
@@ -205,9 +222,12 @@ def test_the_config_is_read_from_the_weights_alone() -> None:
     assert config.init_values is not None
 
 
-@pytest.mark.parametrize("fmt", ["hf", "torchvision"])
-@pytest.mark.parametrize("overrides, problem", [({"init_values": 1e-5}, "layer scale"),
-                                                ({"reg_tokens": 4}, "register tokens")])
+# transformers has layer scale in DINOv2, whose classifier reads [CLS] and the mean patch token (pool='cls_mean').
+@pytest.mark.parametrize("fmt, overrides, problem", [
+    ("torchvision", {"init_values": 1e-5}, "layer scale"), ("torchvision", {"reg_tokens": 4}, "register tokens"),
+    ("hf", {"init_values": 1e-5}, "Dinov2ForImageClassification cannot express pooling 'cls'"),
+    ("hf", {"reg_tokens": 4}, "register tokens"),
+])
 def test_formats_without_these_options_refuse_them_in_one_line(fmt, overrides, problem, tmp_path) -> None:
     with pytest.raises(VitkitError, match=problem) as error:
         save_as(small(**overrides), fmt, tmp_path / "out")

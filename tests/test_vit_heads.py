@@ -169,7 +169,7 @@ def test_timm_weights_of_a_plain_model_written_with_the_new_keys_load(tmp_path) 
     (dict(distilled=True, pool="mean"), "distilled=True reads [CLS] and the distillation token"),
     (dict(distilled=True, reg_tokens=2), "distilled=True reads [CLS] and the distillation token"),
     (dict(distilled=True, fc_norm=True), "fc_norm unset"),
-    (dict(pool="max"), "pool must be one of 'cls', 'mean', 'map', got 'max'"),
+    (dict(pool="max"), "pool must be one of 'cls', 'mean', 'map', 'cls_mean', got 'max'"),
     (dict(act="relu"), "act must be one of 'gelu', 'gelu_tanh', 'quick_gelu', got 'relu'"),
 ])
 def test_invalid_combinations_are_one_line_errors(overrides, message) -> None:
@@ -178,12 +178,16 @@ def test_invalid_combinations_are_one_line_errors(overrides, message) -> None:
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (dict(distilled=True), "a distillation token"), (dict(qk_norm=True), "QK-norm"),
-    (dict(norm_pre=True), "a norm before the blocks (norm_pre)"), (dict(pool="map"), "pooling 'map'"),
-    (dict(fc_norm=True), "the final norm after pooling (fc_norm)"),
+REFUSED = [(dict(distilled=True), "a distillation token"), (dict(qk_norm=True), "QK-norm"),
+           (dict(norm_pre=True), "a norm before the blocks (norm_pre)"), (dict(pool="map"), "pooling 'map'"),
+           (dict(fc_norm=True), "the final norm after pooling (fc_norm)")]
+
+
+# transformers writes a distillation token (DeiT) and norm_pre (CLIP): tests/test_interop_peers_hf_families.py
+@pytest.mark.parametrize("overrides, words, fmt", [
+    *[(overrides, words, "torchvision") for overrides, words in REFUSED],
+    *[(overrides, words, "hf") for overrides, words in REFUSED if not {"distilled", "norm_pre"} & set(overrides)],
 ])
-@pytest.mark.parametrize("fmt", ["hf", "torchvision"])
 def test_formats_without_an_option_refuse_it_in_one_line(overrides, words, fmt, tmp_path) -> None:
     with pytest.raises(VitkitError) as error:
         save_as(small(**overrides), fmt, tmp_path / "out")
@@ -203,3 +207,28 @@ def test_registered_names(name, fields) -> None:
         assert getattr(config, field) == value, field
     model = vitkit.create_model(name, device="meta")
     assert sum(p.numel() for p in model.parameters()) == count(config).params
+
+
+def test_cls_mean_pooling_concatenates_the_normed_cls_and_the_mean_patch_token() -> None:
+    model = small(pool="cls_mean", reg_tokens=2)
+    assert model.head.in_features == 64 and model.config.pooled_dim == 64
+    images = torch.randn(2, 3, 32, 32)
+    tokens = model.norm(blocks_output(model, images))
+    with torch.no_grad():
+        expected = model.head(torch.cat([tokens[:, 0], tokens[:, 3:].mean(1)], dim=-1))
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-5)
+    model.reset_classifier(3)
+    assert model.head.in_features == 64 and model(images).shape == (2, 3)
+    assert sum(p.numel() for p in model.parameters()) == count(model.config).params
+    with pytest.raises(ConfigError, match="pool='cls_mean' .* needs class_token=True and fc_norm unset"):
+        vitkit.ViTConfig(pool="cls_mean", fc_norm=True)
+
+
+def test_final_norm_false_leaves_the_last_blocks_tokens_unnormed() -> None:
+    model = small(pool="mean", final_norm=False, norm_pre=True)
+    assert isinstance(model.norm, torch.nn.Identity)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.head(blocks_output(model, images)[:, 1:].mean(1))
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) == count(model.config).params

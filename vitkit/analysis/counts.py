@@ -58,12 +58,14 @@ def _attention(config: ViTConfig | ViViTConfig, tokens: int, attended: int) -> C
 def _block(config: ViTConfig | ViViTConfig, tokens: int, attention: Counts) -> Counts:
     """Two LayerNorms, the given attention and the MLP, for ``tokens`` tokens."""
     c = config
-    mlp = _add(_linear(tokens, c.dim, c.hidden_dim), _linear(tokens, c.hidden_dim, c.dim))
+    swiglu = getattr(c, "swiglu", False)  # two input branches (gate and value), and its optional inner norm
+    inner_norm = Counts(2 * c.hidden_dim if getattr(c, "mlp_norm", False) else 0, 0)
+    mlp = _add(_linear(tokens, c.dim, (1 + swiglu) * c.hidden_dim), _linear(tokens, c.hidden_dim, c.dim), inner_norm)
     return _add(Counts(4 * c.dim, 0), attention, mlp)
 
 
 def _head(config: ViTConfig | ViViTConfig) -> Counts:
-    return _linear(1, config.dim, config.num_classes) if config.num_classes else Counts(0, 0)
+    return _linear(1, config.pooled_dim, config.num_classes) if config.num_classes else Counts(0, 0)
 
 
 def _vit(c: ViTConfig) -> Counts:
@@ -78,9 +80,11 @@ def _vit(c: ViTConfig) -> Counts:
     # Across the batch (the blog's defect), each token attends to the one image of the batch.
     attended = 1 if c.attention_axis == "batch" else tokens
     # Layer scale: two gammas of dim; QK-norm: two LayerNorms of the head size.
-    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0), 0)
+    # EVA's q/v-only bias: one bias vector fewer.
+    extras = Counts((2 * dim if c.init_values else 0) + (4 * (dim // c.heads) if c.qk_norm else 0)
+                    - dim * (c.qkv_bias and not c.key_bias), 0)
     blocks = _add(_block(c, tokens, _attention(c, tokens, attended)), extras)
-    norms = Counts(2 * dim * ((c.norm == "pre") + c.norm_pre), 0)
+    norms = Counts(2 * dim * ((c.norm == "pre" and c.final_norm) + c.norm_pre), 0)
     embed = Counts(dim * prefix + positions, 0)
     heads = [_head(c)] * (1 + c.distilled)
     return _add(stem, embed, *[blocks] * c.depth, norms, _attention_pool(c, patches), *heads)

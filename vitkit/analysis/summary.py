@@ -18,8 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..models import ViTConfig, ViViTConfig, build_model, create_model, get_config, layers
+from ..models.rope import RotaryEmbedding2d
 
-_SKIPPED = (nn.Dropout, nn.Identity)
+_SKIPPED = (nn.Dropout, nn.Identity, RotaryEmbedding2d)  # RoPE runs inside each block's attention
 
 
 @dataclass

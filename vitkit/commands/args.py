@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def size(text: str) -> tuple[int, ...]:
@@ -25,3 +26,16 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+HEAP_HELP = ("glibc heap: speed keeps freed tensors for reuse, memory returns them at once, system leaves glibc's "
+             "defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
+
+
+def tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
+    """Apply ``--heap`` (process-wide): called first, before any data or model is allocated."""
+    from ..fast.allocator import resolve_heap, tune_allocator
+
+    done = tune_allocator(resolve_heap(goal, grad_checkpointing))
+    if "refused" in done:
+        print(f"warning: heap {done}", file=sys.stderr)

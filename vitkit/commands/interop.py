@@ -27,7 +27,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
           f"{'clip' if video else 'image'} {clip}{'x'.join(map(str, c.image_size))}, {c.num_classes} classes")
     kwargs = reference_kwargs(args.to, c)
     if kwargs:
-        cls = "deit.VisionTransformerDistilled" if getattr(c, "distilled", False) else "VisionTransformer"
+        from ..interop.timm_eva import timm_class
+
+        cls = timm_class(c) if args.to == "timm" else "VisionTransformer"
         print(f"build the {args.to} model with {cls}(**{kwargs})")
     return 0
 

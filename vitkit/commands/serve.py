@@ -20,8 +20,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from ..serve import Engine, Limits, Settings, create_app
     except ImportError as error:
-        raise VitkitError(f"vitkit serve needs FastAPI, uvicorn and python-multipart ({error.name} is missing): "
-                          "run `pip install vitkit[serve]`") from None
+        raise VitkitError(f"vitkit serve needs FastAPI, uvicorn, python-multipart and fastapi-offline ({error.name} is "
+                          "missing): run `pip install vitkit[serve]`") from None
     token = args.token or os.environ.get("VITKIT_SERVE_TOKEN") or None
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without --token: anyone who can reach this port can use the "

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .args import positive_int
+from .args import HEAP_HELP as heap_help, positive_int, tune_heap
 
 # CLI option -> TrainConfig field; every option defaults to None so that "not given" is visible and an
 # embedded dataset's recipe (or the config defaults) fills the rest. The help shows the effective default
@@ -47,6 +47,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--val-fraction", float, "val share when the folder has no train/val split"),
     ("--crop-pct", float, "evaluation: resize the shorter side to img_size / crop_pct, then center-crop (default: "
                           "the --init checkpoint's, else the embedded dataset's, 1.0 for mnist-5k, else 0.875)"),
+    ("--interpolation", str, "evaluation: how the shorter side is resized (default: the --init checkpoint's, "
+                             "else bicubic)"),
     ("--time-limit", float, "plan the run to this many minutes: the epochs that fit (measured), with the "
                             "schedule ending at --min-lr when the time ends; --epochs, if given, is the most "
                             "(default: no limit)"),
@@ -67,6 +69,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "--frame-sampling": ("uniform", "strided"),
     "--inflate": ("central_frame", "filter_average"),
     "--cache": ("auto", "ram", "none"),
+    "--interpolation": ("bicubic", "bilinear"),
 }
 _MODEL_OPTIONS = {"drop_path"}
 
@@ -91,37 +94,24 @@ def _model_args(pairs: list[str]) -> dict:
 
 
 def build_train_config(args: argparse.Namespace):
-    """TrainConfig from defaults < the embedded dataset's recipe < options given on the command line."""
+    """TrainConfig from defaults < the embedded dataset's recipe or the planner's (train/recipe.py) < options
+    given on the command line."""
     from ..data.datasets import recipe_for
     from ..train.config import TrainConfig
 
     data = args.data or "mnist-5k"
+    given = _given_options(args)
     values = recipe_for(data)
     if args.init:  # the weights expect their own normalisation and crop, not the recipe's from-scratch ones
         values = {k: v for k, v in values.items() if k not in ("mean", "std", "crop_pct")}
-    values["data"] = data
-    model_args = _model_args(args.model_arg or [])
-    for option, _, _ in _OPTIONS:
-        name = _field(option)
-        given = getattr(args, name)
-        if given is None:
-            continue
-        if name in _MODEL_OPTIONS:
-            model_args[name] = given
-        else:
-            values[name] = given
-    if args.no_flip:
-        values["flip"] = False
-    if args.crop_scale:
-        values["crop_scale"] = tuple(args.crop_scale)
-    for name in ("mean", "std"):  # None: the --init checkpoint's, else ImageNet's (train/normalisation.py)
-        if getattr(args, name) is not None:
-            values[name] = tuple(getattr(args, name))
-    values["compile"] = args.compile
-    values["grad_checkpointing"] = args.grad_checkpointing
-    values["fsdp"] = args.fsdp
-    values["model_args"] = model_args
-    if values.get("time_limit") and args.epochs is None:  # the budget chooses the epochs (train/budget.py)
+    elif not values and args.task in (None, "image", "video"):
+        from ..train.recipe import plan_for_data
+
+        plan = plan_for_data(data, args.task or "image", given, given.get("val_fraction", 0.2), given.get("seed", 0))
+        values = {**plan.values, "plan": plan.reasons}
+    model_args = {**values.get("model_args", {}), **given.pop("model_args")}
+    values.update(given, data=data, model_args=model_args)
+    if given.get("time_limit") and args.epochs is None:  # the budget chooses the epochs (train/budget.py)
         from ..train.budget import EPOCH_CAP
 
         values["epochs"] = EPOCH_CAP
@@ -129,13 +119,23 @@ def build_train_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
-def _tune_heap(goal: str, grad_checkpointing: bool = False) -> None:
-    """Apply ``--heap`` (process-wide): called first, before any data or model is allocated."""
-    from ..fast.allocator import resolve_heap, tune_allocator
-
-    done = tune_allocator(resolve_heap(goal, grad_checkpointing))
-    if "refused" in done:
-        print(f"warning: heap {done}", file=sys.stderr)
+def _given_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig values the command line sets (``model_args`` always present)."""
+    given: dict = {"model_args": _model_args(args.model_arg or [])}
+    for option, _, _ in _OPTIONS:
+        name = _field(option)
+        value = getattr(args, name)
+        if value is not None:
+            (given["model_args"] if name in _MODEL_OPTIONS else given)[name] = value
+    if args.no_flip:
+        given["flip"] = False
+    if args.crop_scale:
+        given["crop_scale"] = tuple(args.crop_scale)
+    for name in ("mean", "std"):  # None: the --init checkpoint's, else ImageNet's (train/normalisation.py)
+        if getattr(args, name) is not None:
+            given[name] = tuple(getattr(args, name))
+    given.update(compile=args.compile, grad_checkpointing=args.grad_checkpointing, fsdp=args.fsdp)
+    return given
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Both configs are read without loading data: a resumed run keeps its own --grad-checkpointing.
     config = resume_config(args.resume) if args.resume else build_train_config(args)
-    _tune_heap(args.heap, config.grad_checkpointing)
+    tune_heap(args.heap, config.grad_checkpointing)
     if args.plan_only:
         return _print_plan(config, bool(args.resume))
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
@@ -179,6 +179,7 @@ def _print_plan(config, resume: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="vitkit-plan-") as folder:
         trainer = Trainer(config.replace(out=folder))
         try:
+            print("\n".join(f"recipe: {line}" for line in config.plan))
             print(trainer.plan_text())
         finally:
             trainer.feed.close()
@@ -189,25 +190,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import VitkitError
     from ..outputs import refuse_existing
     from ..train import report
+    from ..data import moving_digits
     from ..data.datasets import EMBEDDED
     from ..train.evaluate import evaluate, evaluate_clips
     from ..train.feed import resolve_workers
     from ..train.stream_tasks import StreamedEvalSet
+    from ..train.video_stream_tasks import StreamedVideoEvalSet
 
-    _tune_heap(args.heap)
+    tune_heap(args.heap)
     opened = _open_for_inference(args)
     model, prep, class_names, video = opened.model, opened.preprocess, opened.class_names, opened.is_video
     out = Path(args.out or Path(args.run) / "eval")
     refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
-    streamed = not video and args.data not in EMBEDDED  # image folders and shards: one batch at a time
-    val = prep.eval_set(args.data, class_names) if video else StreamedEvalSet(args.data, prep, args.batch_size) if streamed \
-        else _eval_set(args.data, prep.short_side)
+    streamed = args.data not in EMBEDDED and args.data != moving_digits.NAME  # folders, shards: batch by batch
+    val = (StreamedVideoEvalSet(args.data, prep, class_names, _views(args.views)) if streamed else
+           prep.eval_set(args.data, class_names)) if video else \
+        StreamedEvalSet(args.data, prep, args.batch_size) if streamed else _eval_set(args.data, prep.short_side)
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
-    if video:
-        metrics = evaluate_clips(model, val, views=_views(args.views))
-    elif streamed:
+    if streamed:
         metrics = val.evaluate(model, resolve_workers(args.workers))
+    elif video:
+        metrics = evaluate_clips(model, val, views=_views(args.views))
     else:
         metrics = evaluate(model, val, prep, batch_size=args.batch_size)
     if val.skipped:
@@ -259,7 +263,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference import Classifier
     from ..train import report
 
-    _tune_heap(args.heap)
+    tune_heap(args.heap)
     classifier = Classifier(_open_for_inference(args), top_k=args.top_k, batch_size=64, views=_views(args.views))
     video = classifier.opened.is_video
     wanted = is_video_file if video else is_image_file
@@ -325,8 +329,6 @@ def register(add) -> None:
     from ..fast.allocator import HEAP_GOALS
     from ..inference.device import DEVICE_HELP
 
-    heap_help = ("glibc heap: speed keeps freed tensors for reuse, memory returns them at once, system leaves "
-                 "glibc's defaults; auto = memory with --grad-checkpointing, else speed (see docs/speed.md)")
     train = add("train", cmd_train, "train a model on an image or video folder (default: the embedded MNIST-5k digits)",
                 ["vitkit train                                  # the embedded MNIST-5k digits, ~97% in minutes",
                  "vitkit train --data pets/ --model vit_s16 --init timm:vit_small_patch16_224 "

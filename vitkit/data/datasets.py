@@ -54,11 +54,12 @@ def is_embedded(data: str) -> bool:
 
 
 def load_datasets(data: str, short_side: int, val_fraction: float, seed: int,
-                  workers: int = 4) -> tuple[ImageSet, ImageSet]:
-    """Decode (once) the train and val images of ``data``; corrupt files are skipped and listed in ``.skipped``."""
+                  workers: int = 4, interpolation: str = "bicubic") -> tuple[ImageSet, ImageSet]:
+    """Decode (once) the train and val images of ``data`` (shorter side fitted with ``interpolation``); corrupt
+    files are skipped and listed in ``.skipped``."""
     if is_embedded(data):
         return EMBEDDED[data].load(short_side)
     found = find_dataset(Path(data), val_fraction=val_fraction, seed=seed)
-    train = decode_files(found.train.paths, found.train.labels, found.class_names, short_side, workers, "decoding train")
-    val = decode_files(found.val.paths, found.val.labels, found.class_names, short_side, workers, "decoding val")
+    train, val = (decode_files(split.paths, split.labels, found.class_names, short_side, workers, desc, interpolation)
+                  for split, desc in ((found.train, "decoding train"), (found.val, "decoding val")))
     return train, val

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.data import get_worker_info
 
+from ..errors import VitkitError
 from . import augment
-from .images import ImageSet
+from .images import RESIZE_MODES, ImageSet
 
 
 DEFAULT_CROP_PCT = 0.875  # timm's evaluation crop: the shorter side resized to size / 0.875, then center-cropped
@@ -27,13 +28,22 @@ class Preprocess:
     """Images are cached with this shorter side; eval center-crops ``image_size`` from them."""
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    """How the shorter side is resized (antialiased): ``bicubic`` or ``bilinear``, as the checkpoint says."""
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in RESIZE_MODES:
+            raise VitkitError(f"the preprocess interpolation must be one of {', '.join(RESIZE_MODES)}, got "
+                              f"{self.interpolation!r}; fix the model's config.json or pass --interpolation")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocess":
-        return cls(int(data["image_size"]), int(data["short_side"]), tuple(data["mean"]), tuple(data["std"]))
+        """From a saved ``preprocess`` entry (folders written before ``interpolation`` was recorded: bicubic)."""
+        return cls(int(data["image_size"]), int(data["short_side"]), tuple(data["mean"]), tuple(data["std"]),
+                   data.get("interpolation", "bicubic"))
 
 
 @dataclass(frozen=True)

@@ -178,11 +178,16 @@ class ShardPlan:
 
 def image_bytes(sample: dict[str, Any]) -> tuple[str, bytes]:
     """(name, encoded bytes) of a sample's image: ``KEY.jpg``, ``KEY.png``, ..."""
-    for ext in IMAGE_KEYS:
+    return sample_bytes(sample, IMAGE_KEYS, "image")
+
+
+def sample_bytes(sample: dict[str, Any], keys: tuple[str, ...], kind: str) -> tuple[str, bytes]:
+    """(name, encoded bytes) of the first entry of ``sample`` with one of the extensions ``keys``."""
+    for ext in keys:
         if ext in sample:
             return f"{sample.get('__url__', '')}:{sample['__key__']}.{ext}", sample[ext]
-    raise VitkitError(f"sample {sample.get('__key__')} of {sample.get('__url__')} has no image "
-                      f"(looked for {', '.join(IMAGE_KEYS)}); write the shards with `vitkit shard`")
+    raise VitkitError(f"sample {sample.get('__key__')} of {sample.get('__url__')} has no {kind} "
+                      f"(looked for {', '.join(keys)}); write the shards with `vitkit shard`")
 
 
 def label_of(sample: dict[str, Any], classes: int) -> int:
@@ -200,8 +205,8 @@ def label_of(sample: dict[str, Any], classes: int) -> int:
 class _BytesImages(FileImages):
     """``FileImages`` over encoded images already read from a shard."""
 
-    def __init__(self, named: list[tuple[str, bytes]], short_side: int) -> None:
-        super().__init__([name for name, _ in named], short_side)
+    def __init__(self, named: list[tuple[str, bytes]], short_side: int, interpolation: str = "bicubic") -> None:
+        super().__init__([name for name, _ in named], short_side, interpolation)
         self.data = [data for _, data in named]
 
     def __getitem__(self, index: int) -> torch.Tensor:
@@ -239,12 +244,17 @@ class ShardBatches(EpochStream):
         start, _ = plan.lane_range(self.rank, lane)
         done = len(range(lane, self.first_step, plan.lanes))  # this lane's batches before first_step
         samples = itertools.islice(plan.lane_samples(self.epoch, self.rank, lane), done * b, None)
-        classes = len(plan.shards.class_names)
         for step in plan.steps_of(lane, self.first_step):
             chunk = list(itertools.islice(samples, b))
-            named = [image_bytes(s) for s in chunk]
-            data = StreamedImageSet(_BytesImages(named, self.prep.short_side), [label_of(s, classes) for s in chunk],
-                                    plan.shards.class_names)
             where = (plan.seed, self.epoch, step * plan.world + self.rank)  # distinct augmentations per process
-            images, targets = train_batch_from_files(data, list(range(len(chunk))), self.prep, self.aug, classes, where)
-            yield StepBatch(images, targets, take_skipped(), [s["__key__"] for s in chunk])
+            inputs, targets = self.train_batch(chunk, where)
+            yield StepBatch(inputs, targets, take_skipped(), [s["__key__"] for s in chunk])
+
+    def train_batch(self, chunk: list[dict[str, Any]],
+                    where: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch of the samples ``chunk`` (images here; a video subclass cuts clips)."""
+        classes = len(self.plan.shards.class_names)
+        data = StreamedImageSet(_BytesImages([image_bytes(s) for s in chunk], self.prep.short_side,
+                                                 self.prep.interpolation),
+                                [label_of(s, classes) for s in chunk], self.plan.shards.class_names)
+        return train_batch_from_files(data, list(range(len(chunk))), self.prep, self.aug, classes, where)

@@ -112,6 +112,11 @@ def _keep_freed_memory() -> None:
 _found_bad: list[tuple[str, str]] = []  # unreadable files met by this process since the last take_skipped()
 
 
+def found_bad(path: str, reason: str) -> None:
+    """Record an unreadable file met by this process (handed back with its batch by :func:`take_skipped`)."""
+    _found_bad.append((path, reason))
+
+
 def take_skipped() -> list[tuple[str, str]]:
     """(path, reason) of the unreadable files this process met since the last call."""
     found = list(_found_bad)
@@ -122,9 +127,11 @@ def take_skipped() -> list[tuple[str, str]]:
 class FileImages:
     """``images[i]`` decodes file ``i`` (shorter side ``short_side``) when asked; nothing is kept."""
 
-    def __init__(self, paths: Sequence[str | Path], short_side: int) -> None:
+    def __init__(self, paths: Sequence[str | Path], short_side: int, interpolation: str = "bicubic") -> None:
         self.paths = [str(p) for p in paths]
         self.short_side = short_side
+        self.interpolation = interpolation
+        """How the shorter side is fitted (``data.images.RESIZE_MODES``)."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -136,17 +143,18 @@ class FileImages:
 
     def _decode(self, index: int, source: str | bytes) -> torch.Tensor:
         try:
-            return load_for_model(source, self.short_side)
+            return load_for_model(source, self.short_side, self.interpolation)
         except BadImage as error:
-            _found_bad.append((self.paths[index], str(error)))
+            found_bad(self.paths[index], str(error))
             raise
 
 
 @dataclass
-class StreamedImageSet:
-    """A labelled image folder read from disk at each use; the counterpart of ``ImageSet``."""
+class StreamedSet:
+    """A labelled folder (or a shard batch) read at each use: ``files`` decodes item ``i`` when asked
+    (:class:`FileImages`, or ``video_stream.FileVideos``) and has their ``paths``."""
 
-    images: FileImages
+    files: Any
     labels: list[int]
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -154,10 +162,18 @@ class StreamedImageSet:
 
     @property
     def paths(self) -> list[str]:
-        return self.images.paths
+        return self.files.paths
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+class StreamedImageSet(StreamedSet):
+    """A labelled image folder read from disk at each use; the counterpart of ``ImageSet``."""
+
+    @property
+    def images(self) -> FileImages:
+        return self.files
 
 
 class _Decoded:
@@ -188,13 +204,21 @@ def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Pre
 
     fixed = list(indices)
     for p in sorted(wanted):
-        q = next((q % size for q in range(p, p + size) if readable(indices[q % size])), None)
-        if q is None:
-            raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
-                              f"{data.paths[indices[p]]}; check the data folder")
-        fixed[p] = indices[q]
+        fixed[p] = indices[readable_position(indices, p, readable, where, data.paths)]
     images = {i: t for i, t in decoded.items() if t is not None}
     return train_batch(_Decoded(images, data.labels), fixed, prep, aug, num_classes, where, positions)  # type: ignore[arg-type]
+
+
+def readable_position(indices: list[int], p: int, readable: Callable[[int], bool], where: tuple[int, int, int],
+                      paths: Sequence[str]) -> int:
+    """The position that stands in for position ``p`` of a global batch of ``indices``: ``p`` itself, else the next
+    one (p+1, p+2, ... cyclically) whose sample is ``readable``; a batch of unreadable samples -> VitkitError."""
+    size = len(indices)
+    q = next((q % size for q in range(p, p + size) if readable(indices[q % size])), None)
+    if q is None:
+        raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
+                          f"{paths[indices[p]]}; check the data folder")
+    return q
 
 
 # --- the loader ---------------------------------------------------------------------------------------------

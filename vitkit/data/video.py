@@ -21,7 +21,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,41 @@ def decode_video(path: str | Path | bytes, short_side: int | None = None,
 
     Raises :class:`BadVideo` when the file is empty, unreadable, or has no decodable video frame.
     """
+    frames = [_rgb(frame, size) for frame, size in _video_frames(path, short_side)]
+    frames = [frames[i] for i in kept_frames(len(frames), max_frames)]
+    return torch.stack(frames).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_frames(path: str | Path | bytes, short_side: int | None, max_frames: int | None,
+                  pick: Callable[[int], Sequence[int]]) -> torch.Tensor:
+    """``decode_video(path, short_side, max_frames)[pick(length)]`` (``length``: its frame count), equal to it bit
+    for bit, but only the picked frames are converted and held: one pass counts the frames, a second converts
+    the picked ones (decoding is cheap next to converting every frame to RGB). For clips decoded on demand."""
+    kept = kept_frames(sum(1 for _ in _video_frames(path, short_side)), max_frames)
+    wanted = [kept[i] for i in pick(len(kept))]
+    if not wanted:
+        raise ValueError("pick chose no frame")
+    needed, last, got = set(wanted), max(wanted), {}
+    for i, (frame, size) in enumerate(_video_frames(path, short_side)):
+        if i in needed:
+            got[i] = _rgb(frame, size)
+        if i == last:
+            break
+    if len(got) < len(needed):
+        raise BadVideo("the file changed while it was read (fewer frames the second time)")
+    return torch.stack([got[i] for i in wanted]).permute(0, 3, 1, 2).contiguous()
+
+
+def kept_frames(length: int, max_frames: int | None) -> list[int]:
+    """The frames of a video of ``length`` that are kept with ``max_frames`` (all, or that many evenly spaced)."""
+    if max_frames and length > max_frames:
+        return [int((i + 0.5) * length / max_frames) for i in range(max_frames)]
+    return list(range(length))
+
+
+def _video_frames(path: str | Path | bytes, short_side: int | None) -> Iterator[tuple[Any, tuple[int, int] | None]]:
+    """(PyAV frame, the size to convert it to) for each decoded frame in order; a damaged tail ends the video
+    (the frames before it are kept, as players do). Raises :class:`BadVideo` when no frame decodes."""
     av = _av()
     if isinstance(path, bytes):
         source: str | io.BytesIO = io.BytesIO(path)
@@ -67,7 +102,7 @@ def decode_video(path: str | Path | bytes, short_side: int | None = None,
         source, empty = str(path), path.stat().st_size == 0
     if empty:
         raise BadVideo("empty file (0 bytes)")
-    frames = []
+    count = 0
     try:
         with av.open(source) as container:
             if not container.streams.video:
@@ -79,20 +114,22 @@ def decode_video(path: str | Path | bytes, short_side: int | None = None,
                 raise BadVideo("the video stream has no codec (truncated or damaged header)")
             size = _target_size(codec.width, codec.height, short_side)
             for frame in container.decode(stream):
-                if size is not None:
-                    frame = frame.reformat(width=size[0], height=size[1])
-                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+                count += 1
+                yield frame, size
     except BadVideo:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as error:  # type: ignore[attr-defined]
-        if not frames:
+        if not count:
             raise BadVideo("not a video FFmpeg can read: " + str(error).splitlines()[0][:120]) from None
-        # A damaged tail: keep the frames decoded before it, as players do.
-    if not frames:
+    if not count:
         raise BadVideo("no decodable video frames")
-    if max_frames and len(frames) > max_frames:
-        frames = [frames[int((i + 0.5) * len(frames) / max_frames)] for i in range(max_frames)]
-    return torch.stack(frames).permute(0, 3, 1, 2).contiguous()
+
+
+def _rgb(frame: Any, size: tuple[int, int] | None) -> torch.Tensor:
+    """One decoded frame as uint8 [H, W, 3], resized to ``size`` (width, height) when given."""
+    if size is not None:
+        frame = frame.reformat(width=size[0], height=size[1])
+    return torch.from_numpy(frame.to_ndarray(format="rgb24"))
 
 
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
@@ -170,28 +207,33 @@ class ClipSampler:
     def clip(self, video: torch.Tensor, train: bool, rng: random.Random | None = None) -> torch.Tensor:
         """One clip [C, T, size, size] from a decoded video [L, 3, H, W] (random in training, central otherwise)."""
         rng = rng or random.Random()
-        frames = video[self.indices(len(video), train, rng)]
+        return self.shape(video[self.indices(len(video), train, rng)], train, rng)
+
+    def shape(self, frames: torch.Tensor, train: bool, rng: random.Random) -> torch.Tensor:
+        """The clip of the frames :meth:`indices` chose (drawn with ``rng`` just before): crop, flip, normalise."""
         box = random_box(frames.shape[-2:], self.scale, rng) if train else centre_box(frames.shape[-2:])
         flip = train and self.flip and rng.random() < 0.5
         return self.finish(frames, box, flip)
 
     def views(self, video: torch.Tensor, clips: int = 2, crops: int = 3) -> torch.Tensor:
         """``clips`` temporal x ``crops`` spatial views for evaluation: [clips * crops, C, T, size, size]."""
-        length = len(video)
+        return self.views_of([video[indices] for indices in self.view_indices(len(video), clips)], crops)
+
+    def view_indices(self, length: int, clips: int) -> list[list[int]]:
+        """The frames of each of the ``clips`` temporal views of a video of ``length`` frames."""
         if self.sampling == "uniform":
             # Shift the segment centres: view k takes the frame at (k + 1) / (clips + 1) of each segment.
             segment = length / self.num_frames
             _check_length(length, self.num_frames)
-            starts = [[min(length - 1, int(segment * (i + (k + 1) / (clips + 1)))) for i in range(self.num_frames)]
-                      for k in range(clips)]
-        else:
-            span = min_frames(self.num_frames, "strided", self.stride)
-            starts = [strided_indices(length, self.num_frames, self.stride, s) for s in clip_starts(length, span, clips)]
-        out = []
-        for indices in starts:
-            frames = video[indices]
-            out += [self.finish(frames, box, False) for box in spatial_boxes(frames.shape[-2:], crops)]
-        return torch.stack(out)
+            return [[min(length - 1, int(segment * (i + (k + 1) / (clips + 1)))) for i in range(self.num_frames)]
+                    for k in range(clips)]
+        span = min_frames(self.num_frames, "strided", self.stride)
+        return [strided_indices(length, self.num_frames, self.stride, s) for s in clip_starts(length, span, clips)]
+
+    def views_of(self, temporal: list[torch.Tensor], crops: int) -> torch.Tensor:
+        """``crops`` spatial views of each temporal view's frames: [len(temporal) * crops, C, T, size, size]."""
+        return torch.stack([self.finish(frames, box, False) for frames in temporal
+                            for box in spatial_boxes(frames.shape[-2:], crops)])
 
     def finish(self, frames: torch.Tensor, box: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
         """Crop the same box from every frame, resize to ``size``, flip, normalise: [C, T, size, size]."""

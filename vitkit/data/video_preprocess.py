@@ -32,14 +32,22 @@ class VideoPreprocess:
     def eval_set(self, data: str, class_names: list[str] | None = None) -> Any:
         """The labelled videos to evaluate on: ``moving-digits``' val clips, ``data/val``, or ``data/<class>/*``.
         With ``class_names`` (the model's), a folder with other classes is refused before any video is decoded."""
-        from pathlib import Path
-
         from ..data import moving_digits
-        from ..data.folders import VAL_NAMES
-        from ..data.video_folder import VideoFolder, labelled_videos
+        from ..data.video_folder import VideoFolder
 
         if data == moving_digits.NAME:
             return moving_digits.MovingDigits("val", self.sampler.num_frames, self.sampler.size)
+        names, paths, labels = self.labelled(data, class_names)
+        return VideoFolder(paths, labels, names, self.sampler, train=False, short_side=self.short_side)
+
+    def labelled(self, data: str, class_names: list[str] | None = None) -> tuple[list[str], list[Any], list[int]]:
+        """(class names, paths, labels) of ``data/val`` or ``data/<class>/*``; with ``class_names`` (the model's),
+        other classes are refused before any video is decoded."""
+        from pathlib import Path
+
+        from ..data.folders import VAL_NAMES
+        from ..data.video_folder import labelled_videos
+
         root = Path(data)
         root = next((root / n for n in VAL_NAMES if (root / n).is_dir()), root)
         names, paths, labels = labelled_videos(root)
@@ -47,7 +55,7 @@ class VideoPreprocess:
             from ..errors import VitkitError
 
             raise VitkitError(f"{data} has classes {names} but the model was trained on {list(class_names)}")
-        return VideoFolder(paths, labels, names, self.sampler, train=False, short_side=self.short_side)
+        return names, paths, labels
 
     def files(self, paths: list[Any], class_names: list[str]) -> Any:
         """Unlabelled video files as a clip set (unusable ones are skipped and listed)."""

@@ -25,7 +25,7 @@ def load_crop(path: str | Path, prep: Preprocess) -> np.ndarray:
     if not path.is_file():
         raise VitkitError(f"{path} does not exist; pass an image file (.jpg, .png, ...)")
     try:
-        image = load_for_model(path, prep.short_side)
+        image = load_for_model(path, prep.short_side, prep.interpolation)
     except BadImage as error:
         raise VitkitError(f"{path} is not a readable image ({error}); pass a valid .jpg or .png") from None
     crop = center_crop(image.float(), prep.image_size)  # float: it may be resized up if tiny

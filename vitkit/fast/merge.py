@@ -98,9 +98,9 @@ def use_token_merging(model: nn.Module, r: int | Sequence[int]) -> nn.Module:
     if not isinstance(model, VisionTransformer):
         raise VitkitError(f"token merging works on vitkit image ViTs, not {type(model).__name__}")
     c = model.config
-    if c.pool != "cls" or c.norm != "pre" or c.attention_axis != "tokens":
-        raise VitkitError("token merging needs a pre-norm ViT that classifies from [CLS] (this one has "
-                          f"pool={c.pool!r}, norm={c.norm!r}); drop --merge")
+    if c.pool != "cls" or c.norm != "pre" or c.attention_axis != "tokens" or c.rope:
+        raise VitkitError("token merging needs a pre-norm ViT without RoPE that classifies from [CLS] (this one "
+                          f"has pool={c.pool!r}, norm={c.norm!r}, rope={c.rope}); drop --merge")
     schedule = [r] * len(model.blocks) if isinstance(r, int) else list(r)
     if len(schedule) != len(model.blocks) or min(schedule) < 0:
         raise VitkitError(f"--merge needs one non-negative count per block ({len(model.blocks)}), got {r}")

@@ -69,27 +69,25 @@ class Classifier:
         return self.model(batch.to(self.opened.device)).float().cpu()
 
     def files(self, paths: list[Path], workers: int | None = None, progress: bool = True) -> Iterator[Batch]:
-        """Probabilities of image (or video) files one batch at a time, unreadable files skipped and listed: images
+        """Probabilities of image (or video) files one batch at a time, unreadable files skipped and listed: they
         are decoded in ``workers`` processes (default: the cores less one), so any number of files holds one
         batch in memory. ``progress``: a bar on stderr when it is a terminal."""
         from tqdm import tqdm
 
-        from ..train.evaluate import predict_clip_logits
+        from ..train.feed import resolve_workers
+        from ..train.stream_tasks import predict_files
+        from ..train.video_stream_tasks import predict_video_files
 
         unit = "video" if self.opened.is_video else "image"
+        if self.opened.is_video:
+            batches = predict_video_files(self.model, paths, self.opened.preprocess, resolve_workers(workers),
+                                          self.views)
+        else:
+            batches = predict_files(self.model, paths, self.opened.preprocess, resolve_workers(workers),
+                                    batch_size=self.batch_size)
         with tqdm(total=len(paths), unit=unit, leave=False, dynamic_ncols=True,
                   disable=None if progress else True) as bar:
-            if self.opened.is_video:
-                data = self.opened.preprocess.files(paths, self.class_names)
-                logits = predict_clip_logits(self.model, data, views=self.views, desc=None)
-                bar.update(len(paths))
-                yield [str(p) for p in data.paths], logits.softmax(dim=-1), [(str(p), r) for p, r in data.skipped]
-                return
-            from ..train.feed import resolve_workers
-            from ..train.stream_tasks import predict_files
-
-            for names, logits, skipped in predict_files(self.model, paths, self.opened.preprocess,
-                                                        resolve_workers(workers), batch_size=self.batch_size):
+            for names, logits, skipped in batches:
                 bar.update(len(names) + len(skipped))
                 yield names, logits.softmax(dim=-1), skipped
 

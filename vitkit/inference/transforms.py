@@ -2,7 +2,8 @@
 ``vitkit predict`` take, for inputs already in memory as well as files.
 
 Images: decode (EXIF orientation applied, any mode to RGB), fit the shorter side to ``short_side`` (bicubic,
-antialiased), centre-crop ``image_size``, normalise. A file path decodes exactly as ``predict`` decodes it (a
+or the checkpoint's ``interpolation``; antialiased), centre-crop ``image_size``, normalise. A file path decodes
+exactly as ``predict`` decodes it (a
 large JPEG at a reduced scale first, which a Pillow image opened in full does not get: the two then differ by
 resampling noise). Videos: decode with the shorter side at ``short_side`` (at most ``MAX_FRAMES`` evenly spaced
 frames), then the ``views`` (clips x crops) of ``predict``, or the central clip with ``views=None``.
@@ -46,15 +47,16 @@ class ImageTransform:
         """``image`` decoded and fitted to the shorter side, before the crop: uint8 [3, h, w]."""
         if isinstance(image, (*PATHS, bytes)):
             try:
-                return load_for_model(image if isinstance(image, bytes) else Path(image), self.prep.short_side)
+                return load_for_model(image if isinstance(image, bytes) else Path(image), self.prep.short_side,
+                                      self.prep.interpolation)
             except BadImage as error:
                 raise VitkitError(f"{_named(image)} is not a readable image ({error})") from None
         pil = to_rgb(ImageOps.exif_transpose(image)) if isinstance(image, Image.Image) else array_image(image)
-        return fit_image(pil, self.prep.short_side)
+        return fit_image(pil, self.prep.short_side, self.prep.interpolation)
 
     def __repr__(self) -> str:
         p = self.prep
-        return (f"ImageTransform(shorter side {p.short_side}, centre crop {p.image_size}, "
+        return (f"ImageTransform(shorter side {p.short_side} ({p.interpolation}), centre crop {p.image_size}, "
                 f"mean {tuple(p.mean)}, std {tuple(p.std)})")
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import VitkitError
-from .hf import check_hf, from_hf, to_hf
+from .hf_family_configs import check_hf_any, hf_key_hints, read_hf, write_hf
 from .jax_npz import from_jax, jax_hints
-from .timm import check_timm, from_timm, timm_hints, timm_kwargs, to_timm
+from .timm import from_timm, timm_hints
+from .timm_eva import SIGNATURE as EVA_SIGNATURE
+from .timm_eva import check_timm_file, eva_hints, from_timm_eva, timm_reference_kwargs, to_timm_file
 from .torchvision import check_torchvision, from_torchvision, to_torchvision, torchvision_kwargs
 from .transformers_timesformer import (check_transformers_timesformer, from_transformers_timesformer,
                                        timesformer_config_from_transformers, to_transformers_timesformer,
@@ -88,13 +90,17 @@ FORMATS = [
     Format("jax", "JAX/Flax ViT (.npz)", r"(?:opt/target/|params/(?:img/)?)?embedding/kernel", from_jax,
            jax_hints),
     *VIDEO_FORMATS,
-    Format("hf", "Hugging Face transformers ViT", r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight",
-           from_hf, norm_eps=1e-12, from_vitkit=to_hf, check=check_hf),
+    Format("hf", "Hugging Face transformers ViT / DeiT / DINOv2 / CLIP / SigLIP",
+           r"(?:vit\.|deit\.|dinov2\.|dinov2_with_registers\.)?embeddings\.patch_embeddings\.projection\.weight"
+           r"|(?:vision_model\.)?embeddings\.patch_embedding\.weight",
+           read_hf, hf_key_hints, norm_eps=1e-12, from_vitkit=write_hf, check=check_hf_any),
     Format("torchvision", "torchvision ViT", r"conv_proj\.weight|encoder\.pos_embedding", from_torchvision,
            from_vitkit=to_torchvision, check=check_torchvision, reference_kwargs=torchvision_kwargs),
     Format("vitkit", "vitkit ViT", r"cls_token\.token|pos_embed\.weight", _same, from_vitkit=_same),
+    Format("timm-eva", "timm Eva (EVA-02)", EVA_SIGNATURE, from_timm_eva, eva_hints, from_vitkit=to_timm_file,
+           check=check_timm_file, reference_kwargs=timm_reference_kwargs),
     Format("timm", "timm VisionTransformer", r"patch_embed\.proj\.weight", from_timm, timm_hints,
-           from_vitkit=to_timm, check=check_timm, reference_kwargs=timm_kwargs),
+           from_vitkit=to_timm_file, check=check_timm_file, reference_kwargs=timm_reference_kwargs),
 ]
 BY_NAME = {fmt.name: fmt for fmt in FORMATS}
 

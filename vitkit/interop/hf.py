@@ -76,15 +76,38 @@ def check_hf(config: ViTConfig) -> None:
 def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> dict[str, Any]:
     """The transformers ``config.json`` describing ``config``."""
     check_hf(config)
+    architecture = "ViTForImageClassification" if config.num_classes else "ViTModel"
+    return {"architectures": [architecture], "model_type": "vit", **encoder_fields(config),
+            **label_fields(class_names, config.num_classes)}
+
+
+# vitkit's activation <-> transformers' ``hidden_act`` (the first name is written; all are read).
+HF_ACTS = {"gelu": ("gelu",), "gelu_tanh": ("gelu_pytorch_tanh", "gelu_new"), "quick_gelu": ("quick_gelu",)}
+
+
+def hf_act(act: str) -> str:
+    """transformers' ``hidden_act`` name for vitkit's ``act``."""
+    return HF_ACTS[act][0]
+
+
+def act_from_hf(hidden_act: Any, where: str) -> str:
+    """vitkit's ``act`` for transformers' ``hidden_act``, or a one-line error naming it."""
+    for act, names in HF_ACTS.items():
+        if hidden_act in names:
+            return act
+    known = ", ".join(name for names in HF_ACTS.values() for name in names)
+    raise VitkitError(f"{where} uses hidden_act={hidden_act!r}, which vitkit's MLP does not have ({known})")
+
+
+def encoder_fields(config: ViTConfig) -> dict[str, Any]:
+    """The ``config.json`` fields transformers' ViT-like image encoders share (ViT, DeiT, DINOv2, CLIP, SigLIP)."""
     height, width = config.image_size
     return {
-        "architectures": ["ViTForImageClassification" if config.num_classes else "ViTModel"],
-        "model_type": "vit",
         "hidden_size": config.dim,
         "num_hidden_layers": config.depth,
         "num_attention_heads": config.heads,
         "intermediate_size": config.hidden_dim,
-        "hidden_act": "gelu",
+        "hidden_act": hf_act(config.act),
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attn_dropout,
         "layer_norm_eps": config.norm_eps,
@@ -92,7 +115,6 @@ def hf_config_json(config: ViTConfig, class_names: list[str] | None = None) -> d
         "patch_size": config.patch_size[0],
         "num_channels": config.in_channels,
         "qkv_bias": config.qkv_bias,
-        **label_fields(class_names, config.num_classes),
     }
 
 
@@ -113,7 +135,7 @@ def class_names_from(data: dict[str, Any]) -> list[str] | None:
 
 def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
     """The transformers ``preprocessor_config.json`` doing what vitkit's eval does with ``preprocess`` (a vitkit
-    folder's entry): shorter side to ``short_side`` (bicubic, antialiased), center crop ``image_size``, /255,
+    folder's entry): shorter side to ``short_side`` (its interpolation, antialiased), center crop ``image_size``, /255,
     mean and std. ``BitImageProcessor`` (DINOv2's) does exactly these steps; ``ViTImageProcessor`` would squash
     the whole image to a square instead, which changes what the model sees of a non-square photo."""
     size = int(preprocess["image_size"])
@@ -122,7 +144,7 @@ def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
         "do_convert_rgb": True,
         "do_resize": True,
         "size": {"shortest_edge": int(preprocess["short_side"])},
-        "resample": 3,  # PIL.Image.BICUBIC, as data.images.fit_tensor
+        "resample": {"bicubic": 3, "bilinear": 2}[preprocess.get("interpolation", "bicubic")],  # PIL's numbers
         "do_center_crop": True,
         "crop_size": {"height": size, "width": size},
         "do_rescale": True,
@@ -135,12 +157,9 @@ def hf_image_processor_json(preprocess: dict[str, Any]) -> dict[str, Any]:
 
 def hints_from_hf_config(data: dict[str, Any]) -> dict[str, Any]:
     """Config fields (and class names) read from a transformers ViT ``config.json``."""
-    if data.get("hidden_act", "gelu") != "gelu":
-        raise VitkitError(
-            f"this Hugging Face ViT uses hidden_act={data['hidden_act']!r}; vitkit's MLP uses exact GELU ('gelu')"
-        )
+    act = act_from_hf(data.get("hidden_act", "gelu"), "this Hugging Face ViT")
     table = {"num_attention_heads": "heads", "layer_norm_eps": "norm_eps", "image_size": "image_size",
              "num_channels": "in_channels", "qkv_bias": "qkv_bias"}
-    hints = {field: data[key] for key, field in table.items() if key in data}
+    hints = {field: data[key] for key, field in table.items() if key in data} | {"act": act}
     names = class_names_from(data)
     return {**hints, "class_names": names} if names else hints

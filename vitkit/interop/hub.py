@@ -32,6 +32,9 @@ TIMM_DEFAULT_TAGS = {
     "vit_base_patch32_clip_quickgelu_224": "laion400m_e32", "vit_base_patch16_clip_quickgelu_224": "metaclip_2pt5b",
     "vit_large_patch14_clip_quickgelu_224": "dfn2b",
     **dict.fromkeys([f"vit_base_patch16_siglip_{size}" for size in (224, 256, 384)], "v2_webli"),
+    **dict.fromkeys([f"eva02_{size}_patch14_224" for size in ("tiny", "small", "base")], "mim_in22k"),
+    "eva02_tiny_patch14_336": "mim_in22k_ft_in1k", "eva02_small_patch14_336": "mim_in22k_ft_in1k",
+    "eva02_base_patch14_448": "mim_in22k_ft_in22k_in1k",
 }
 # Tried in order: safetensors first (no pickle), then the PyTorch pickle older repos have.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

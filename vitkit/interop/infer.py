@@ -33,6 +33,9 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     dim, in_channels, *patch = proj.shape
     depth = len({m[1] for key in state if (m := re.match(r"blocks\.(\d+)\.", key))})
     hidden = _require(state, "blocks.0.mlp.fc1.weight").shape[0]
+    fc2 = state.get("blocks.0.mlp.fc2.weight")
+    swiglu = fc2 is not None and hidden == 2 * fc2.shape[1]  # SwiGLU: gate and value stacked in fc1
+    hidden = hidden // 2 if swiglu else hidden
     ratio = hints.get("mlp_ratio", 4.0)
     class_token = "cls_token.token" in state
     reg_tokens = state["reg_token.token"].shape[1] if "reg_token.token" in state else 0
@@ -40,10 +43,12 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     fields = dict(
         dim=dim, in_channels=in_channels, patch_size=tuple(patch), depth=depth,
         mlp_ratio=ratio, mlp_dim=None if hidden == int(dim * ratio) else hidden,
-        qkv_bias="blocks.0.attn.qkv.bias" in state, class_token=class_token,
+        qkv_bias="blocks.0.attn.qkv.bias" in state or "blocks.0.attn.q_bias" in state,
+        key_bias="blocks.0.attn.q_bias" not in state, swiglu=swiglu, mlp_norm="blocks.0.mlp.norm.weight" in state,
+        class_token=class_token,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         # Only pre-norm models end with a LayerNorm.
-        norm="pre" if "norm.weight" in state else "post",
+        norm="pre" if "norm.weight" in state or hints.get("final_norm") is False else "post",
         heads=hints.get("heads") or guess_heads(dim),
         pool=hints.get("pool") or ("map" if "pool.latent" in state else "cls" if class_token else "mean"),
         reg_tokens=reg_tokens,
@@ -76,7 +81,7 @@ def _position_layout(
     ``prefix`` tokens, [CLS] and registers), or the hinted image size."""
     hinted_size = to_pair(hints["image_size"]) if "image_size" in hints else None
     if "pos_embed.weight" not in state:
-        kind = hints.get("pos_embed") if hints.get("pos_embed") == "sincos2d" else "none"
+        kind = hints.get("pos_embed") if str(hints.get("pos_embed")).startswith("sincos2d") else "none"
         return {"pos_embed": kind, "image_size": hinted_size or (224, 224)}
     length = state["pos_embed.weight"].shape[1]
     if hinted_size is not None:

@@ -85,12 +85,19 @@ def from_jax(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def jax_hints(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Config fields the shapes of a JAX checkpoint tell but the converted weights do not: the head count."""
+    """Config fields the shapes of a JAX checkpoint tell but the converted weights do not: the head count, and for
+    a model without [CLS] (``classifier='gap'``) that its encoder_norm comes before the mean and, without a
+    stored table, big_vision's fixed ``posemb_sincos_2d`` ("Better plain ViT baselines")."""
     params = _unstack_scanned(_strip_prefix(arrays))
+    hints: dict[str, Any] = {}
+    if "cls" not in params:
+        hints["fc_norm"] = False
+        if not any(key.endswith("pos_embedding") for key in params):
+            hints["pos_embed"] = "sincos2d_jax"
     for key, value in params.items():
         if re.fullmatch(_ATTN + "query/kernel", key):
-            return {"heads": int(value.shape[1])}
-    return {}
+            return {**hints, "heads": int(value.shape[1])}
+    return hints
 
 
 def _strip_prefix(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

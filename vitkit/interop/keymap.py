@@ -108,7 +108,7 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
     """The :func:`unexpressible` problems of a ViT config for a library that builds only the paper's ViT
     (torchvision, transformers): pre-norm, a [CLS] token classified from, a learned position embedding on [CLS]
     and patches, attention over the tokens, a patch stem, and none of the later papers' options (layer scale,
-    registers, DeiT's distillation token, QK-norm, CLIP's norm_pre, the final norm after pooling)."""
+    registers, DeiT's distillation token, QK-norm, CLIP's norm_pre, the final norm after pooling, EVA-02's)."""
     return {
         "post-norm blocks": config.norm != "pre",
         "no [CLS] token": not config.class_token,
@@ -122,38 +122,55 @@ def beyond_paper_vit(config: ViTConfig) -> dict[str, bool]:
         "QK-norm": config.qk_norm,
         "a norm before the blocks (norm_pre)": config.norm_pre,
         "the final norm after pooling (fc_norm)": config.pool == "cls" and norm_after_pool(config),
+        "EVA-02's RoPE, SwiGLU or q/v-only biases": (config.rope or config.swiglu
+                                                     or (config.qkv_bias and not config.key_bias)),
+        "no final norm (final_norm=False)": not config.final_norm,
     }
 
 
-_SPLIT_QKV = re.compile(r"^(blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")
-_FUSED_QKV = re.compile(r"^(blocks\.\d+\.attn\.)qkv\.(weight|bias)$")
+_SPLIT_QKV = re.compile(r"^blocks\.\d+\.attn\.(?P<part>[qkv])\.(?:weight|bias)$")
+_FUSED_QKV = re.compile(r"^blocks\.\d+\.attn\.(?P<part>qkv)\.(?:weight|bias)$")
+
+
+def join_parts(state: dict[str, torch.Tensor], pattern: re.Pattern, names: Sequence[str], joined: str,
+               what: str) -> dict[str, torch.Tensor]:
+    """Concatenate (along the first axis, in the order of ``names``) the values of keys that ``pattern`` matches
+    and that differ only in its group ``part``, under the key with that part replaced by ``joined``; other keys
+    are kept. A one-line error naming ``what`` when a part is missing."""
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        if match:
+            groups.setdefault(key[: match.start("part")] + joined + key[match.end("part") :], {})[match["part"]] = value
+        else:
+            out[key] = value
+    for key, found in groups.items():
+        if set(found) != set(names):
+            raise VitkitError(f"incomplete {what} for {key}: found only {', '.join(sorted(found))}")
+        out[key] = torch.cat([found[name] for name in names], dim=0)
+    return out
+
+
+def split_parts(state: dict[str, torch.Tensor], pattern: re.Pattern, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`join_parts`: each key ``pattern`` matches is cut into ``len(names)`` equal parts along
+    the first axis, stored under the key with its group ``part`` replaced by each name."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        if not match:
+            out[key] = value
+            continue
+        for name, part in zip(names, value.chunk(len(names), dim=0)):
+            out[key[: match.start("part")] + name + key[match.end("part") :]] = part.contiguous()
+    return out
 
 
 def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Concatenate separate ``blocks.N.attn.{q,k,v}`` projections into vitkit's fused ``blocks.N.attn.qkv``."""
-    fused: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        match = _SPLIT_QKV.match(key)
-        if match:
-            parts.setdefault(f"{match[1]}qkv.{match[3]}", {})[match[2]] = value
-        else:
-            fused[key] = value
-    for key, qkv in parts.items():
-        if set(qkv) != {"q", "k", "v"}:
-            raise VitkitError(f"incomplete attention weights for {key}: found only {', '.join(sorted(qkv))}")
-        fused[key] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
-    return fused
+    return join_parts(state, _SPLIT_QKV, "qkv", "qkv", "attention weights")
 
 
 def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Split vitkit's fused ``blocks.N.attn.qkv`` into ``blocks.N.attn.{q,k,v}`` (inverse of :func:`fuse_qkv`)."""
-    split: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        match = _FUSED_QKV.match(key)
-        if not match:
-            split[key] = value
-            continue
-        for name, part in zip("qkv", value.chunk(3, dim=0)):
-            split[f"{match[1]}{name}.{match[2]}"] = part.contiguous()
-    return split
+    return split_parts(state, _FUSED_QKV, "qkv")

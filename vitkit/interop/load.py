@@ -26,10 +26,12 @@ from ..store import load_model
 from .detect import BY_NAME, VIDEO_FORMATS, detect_format
 from .files import SUFFIXES, read_checkpoint, read_sidecar
 from .hf import hints_from_hf_config
+from .hf_family_configs import FAMILY_MODEL_TYPES, family_config_hints
 from .hub import TIMM_DEFAULT_TAGS, download, is_hub_name, timm_architecture
 from .infer import infer_config
 from .resample import resample_pos_embed
 from .timm import architecture_hints
+from .timm_eva import check_eva_source
 
 log = logging.getLogger("vitkit")
 
@@ -105,6 +107,9 @@ def read_source(source: str) -> SourceWeights:
     state = fmt.to_vitkit(checkpoint.arrays)
     # The name asked for tells most (timm:NAME_quickgelu loads the weights of NAME, whose config.json says NAME).
     named = architecture_hints(timm_architecture(source))
+    if fmt.name == "timm-eva":  # RoPE is in no weights: known from the name, vitkit's header, or assumed
+        architecture = timm_architecture(source) or (checkpoint.sidecar or {}).get("architecture")
+        check_eva_source(architecture, CONFIG_METADATA_KEY in checkpoint.metadata, hints)
     return SourceWeights(state, fmt.name, {**hints, **sidecar, **named}, path, class_names)
 
 
@@ -115,7 +120,8 @@ def adapt_state(state: dict[str, torch.Tensor], source: ViTConfig, target: ViTCo
     if "pos_embed.weight" in state and source.grid_size != target.grid_size:
         prefix = pos_embed_prefix(source)
         state["pos_embed.weight"] = resample_pos_embed(
-            state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix
+            state["pos_embed.weight"], target.grid_size, source.grid_size, num_prefix_tokens=prefix,
+            antialias=target.pos_embed_antialias,
         )
         old, new = ("x".join(map(str, grid)) for grid in (source.grid_size, target.grid_size))
         log.warning(f"vitkit: resampled the position embedding from {old} to {new} patches (bicubic)")
@@ -169,6 +175,8 @@ def _sidecar_hints(sidecar: dict[str, Any] | None) -> dict[str, Any]:
         return {**sidecar["model"], "class_names": sidecar.get("class_names")}
     if sidecar.get("model_type") == "vit":
         return hints_from_hf_config(sidecar)
+    if sidecar.get("model_type") in FAMILY_MODEL_TYPES:
+        return family_config_hints(sidecar)
     video = next((fmt for fmt in VIDEO_FORMATS if fmt.model_type == sidecar.get("model_type")), None)
     if video is not None and video.read_config is not None:
         config, names = video.read_config(sidecar)

@@ -1,11 +1,12 @@
 """The input normalisation (per-channel mean and std) and evaluation crop fraction a checkpoint's weights expect,
 read from the files that come with them:
 
-- a vitkit model or run folder: ``config.json`` -> ``preprocess`` (what training used; crop = image_size / short_side);
+- a vitkit model or run folder: ``config.json`` -> ``preprocess`` (what training used; crop = image_size / short_side;
+  ``interpolation``);
 - timm (a Hub snapshot, or ``timm.models.save_for_hf``): ``config.json`` -> ``pretrained_cfg`` (``mean``, ``std``,
-  ``crop_pct``);
+  ``crop_pct``, ``interpolation``);
 - transformers: ``preprocessor_config.json`` -> ``image_mean``, ``image_std`` and ``crop_pct`` where present (else,
-  for a shortest-edge resize then center crop, crop_size / shortest_edge).
+  for a shortest-edge resize then center crop, crop_size / shortest_edge), and ``resample`` (Pillow's filter number).
 
 Google's augreg ViTs, for example, expect mean = std = 0.5, not ImageNet's statistics; fine-tuning them with the
 wrong ones shifts every input the pretrained weights see.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.images import RESIZE_MODES
 from ..data.pipeline import DEFAULT_CROP_PCT
 from ..errors import VitkitError
 from .files import read_sidecar
@@ -27,6 +29,8 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 """transformers' image processor settings, beside its ``config.json``."""
 
 Triple = tuple[float, float, float]
+PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+"""Pillow's resampling filter numbers, as transformers' ``resample`` writes them."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,14 @@ class Normalisation:
     origin: str
     crop_pct: float | None = None
     """Evaluation: the shorter side is resized to image_size / crop_pct, then center-cropped (None: not recorded)."""
+    interpolation: str | None = None
+    """How that resize interpolates: ``bicubic`` or ``bilinear`` (None: not recorded; vitkit then uses bicubic)."""
 
     def preprocess(self, image_size: int, default_crop: float = DEFAULT_CROP_PCT) -> dict[str, Any]:
         """The ``preprocess`` entry of a vitkit folder (see ``data.pipeline.Preprocess``) for ``image_size``."""
         crop = self.crop_pct or default_crop
         return {"image_size": image_size, "short_side": round(image_size / crop), "mean": list(self.mean),
-                "std": list(self.std)}
+                "std": list(self.std), "interpolation": self.interpolation or "bicubic"}
 
 
 def checkpoint_normalisation(source: str) -> Normalisation | None:
@@ -63,14 +69,16 @@ def checkpoint_normalisation(source: str) -> Normalisation | None:
         if "mean" not in prep:
             return None
         crop = prep["image_size"] / prep["short_side"] if "image_size" in prep and "short_side" in prep else None
-        return _read(prep, "mean", "std", f"the vitkit config {where}", crop)
+        return _read(prep, "mean", "std", f"the vitkit config {where}", crop, prep.get("interpolation"))
     timm = config.get("pretrained_cfg")
     if isinstance(timm, dict) and "mean" in timm:
-        return _read(timm, "mean", "std", f"timm's pretrained_cfg in {where}", timm.get("crop_pct"))
+        return _read(timm, "mean", "std", f"timm's pretrained_cfg in {where}", timm.get("crop_pct"),
+                     timm.get("interpolation"))
     processor = read_sidecar(folder, PREPROCESSOR_FILE) or {}
     if "image_mean" in processor:
+        resample = processor.get("resample")
         return _read(processor, "image_mean", "image_std", f"transformers' {folder / PREPROCESSOR_FILE}",
-                     _processor_crop(processor))
+                     _processor_crop(processor), PIL_FILTERS.get(resample, resample))
     return None
 
 
@@ -86,13 +94,17 @@ def _processor_crop(processor: dict[str, Any]) -> Any:
     return None
 
 
-def _read(data: dict[str, Any], mean_key: str, std_key: str, origin: str, crop: Any = None) -> Normalisation:
+def _read(data: dict[str, Any], mean_key: str, std_key: str, origin: str, crop: Any = None,
+          interpolation: Any = None) -> Normalisation:
     ok = crop is None or (isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1)
     if not ok:
         raise VitkitError(f"{origin}: crop fraction {crop!r} is not a number in (0, 1]; fix the file or pass "
                           "--crop-pct")
+    if interpolation is not None and interpolation not in RESIZE_MODES:
+        raise VitkitError(f"{origin}: interpolation {interpolation!r} is not one vitkit resizes with "
+                          f"({', '.join(RESIZE_MODES)}); fix the file or pass --interpolation")
     return Normalisation(_triple(data, mean_key, origin), _triple(data, std_key, origin, positive=True), origin,
-                         None if crop is None else float(crop))
+                         None if crop is None else float(crop), interpolation)
 
 
 def _triple(data: dict[str, Any], key: str, origin: str, positive: bool = False) -> Triple:

@@ -2,7 +2,8 @@
 
 - ``vitkit``: vitkit's model folder (``config.json`` + ``model.safetensors``).
 - ``hf``: a transformers folder (``config.json`` + ``model.safetensors``) for ``ViTForImageClassification``
-  (``ViTModel`` when the model has no head) ``.from_pretrained``; for a video model, the transformers classifier
+  (``ViTModel`` when the model has no head) ``.from_pretrained``, or for DeiT / DINOv2 / CLIP / SigLIP when the
+  config has their options (``hf_family_configs.py``); for a video model, the transformers classifier
   of its kind: ``VivitForVideoClassification`` (Model 1), ``VideoMAEForVideoClassification`` (``pos_embed=
   "sincos"``) or ``TimesformerForVideoClassification`` (``divided_space_time``).
 - ``timm`` / ``torchvision``: one weights file for their ``VisionTransformer``; ``.safetensors`` (default)
@@ -25,7 +26,8 @@ from ..models.config import ViTConfig
 from ..models.vivit_config import ViViTConfig
 from ..store import atomic_write, atomic_write_json, save_model
 from .detect import BY_NAME, Format
-from .hf import hf_config_json, hf_image_processor_json
+from .hf import hf_image_processor_json
+from .hf_family_configs import hf_config_json_any
 from .load import CONFIG_METADATA_KEY
 
 TARGETS = ("vitkit", "timm", "hf", "torchvision")
@@ -61,7 +63,7 @@ def save_as(model: torch.nn.Module, fmt: str, out: str | os.PathLike, class_name
     if fmt == "hf":
         weights = out / "model.safetensors"
         _write_safetensors(weights, tensors, config)
-        _atomic_json(out / "config.json", hf_config_json(config, class_names))
+        _atomic_json(out / "config.json", hf_config_json_any(config, class_names))
         if preprocess:  # what transformers.pipeline / AutoImageProcessor read
             _atomic_json(out / "preprocessor_config.json", hf_image_processor_json(preprocess))
         return weights

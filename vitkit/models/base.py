@@ -84,12 +84,18 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name, to_tuple in self.tuple_fields.items():
-            setattr(self, name, to_tuple(getattr(self, name)))
+            if getattr(self, name) is not None:  # None: an optional pair left unset
+                setattr(self, name, to_tuple(getattr(self, name)))
         self._validate()
 
     def _validate(self) -> None:
         """A one-line :class:`ConfigError` for the first option that is out of range (each subclass's checks)."""
         raise NotImplementedError
+
+    @property
+    def pooled_dim(self) -> int:
+        """The width of the vector the head reads (the model width unless a subclass pools otherwise)."""
+        return self.dim
 
     @property
     def hidden_dim(self) -> int:
@@ -121,7 +127,7 @@ class TransformerConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)  # type: ignore[call-overload]
         for name in self.tuple_fields:
-            data[name] = list(data[name])
+            data[name] = None if data[name] is None else list(data[name])
         return data
 
     @classmethod
@@ -184,7 +190,7 @@ class TransformerModel(nn.Module):
         """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
         self.config = self.config.replace(num_classes=num_classes)
         device = next(self.parameters()).device
-        self.head = nn.Linear(self.config.dim, num_classes, device=device) if num_classes else nn.Identity()
+        self.head = nn.Linear(self.config.pooled_dim, num_classes, device=device) if num_classes else nn.Identity()
         self.head.apply(init_weights)
 
     def check_input(self, inputs: torch.Tensor) -> None:

@@ -16,8 +16,8 @@ from .layers import Mlp
 
 
 class Pool(nn.Module):
-    """Reduce the token sequence to one vector: the [CLS] token, the mean of the patch tokens, or (``map``)
-    attention pooling over the patch tokens.
+    """Reduce the token sequence to one vector: the [CLS] token, the mean of the patch tokens, both concatenated
+    (``cls_mean``), or (``map``) attention pooling over the patch tokens.
 
     ``map`` (multihead attention pooling, Zhai et al. 2022; Lee et al. 2019's PMA): a learned ``latent`` query is
     projected (``q``) and attends to the patch tokens' keys and values (``kv``), through the output projection
@@ -46,6 +46,8 @@ class Pool(nn.Module):
         patches = tokens[:, self.num_prefix_tokens :]
         if self.mode == "mean":
             return patches.mean(dim=1)
+        if self.mode == "cls_mean":
+            return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
         return self._attention_pool(patches)
 
     def _attention_pool(self, patches: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,8 @@ class Pool(nn.Module):
         return f"mode={self.mode!r}"
 
     def stage_label(self) -> str:
-        return {"cls": "pool ([CLS] token)", "mean": "pool (mean of patches)"}.get(self.mode, "pool (attention)")
+        labels = {"cls": "[CLS] token", "mean": "mean of patches", "cls_mean": "[CLS] and mean of patches"}
+        return f"pool ({labels.get(self.mode, 'attention')})"
 
 
 def norm_after_pool(config: ViTConfig) -> bool:

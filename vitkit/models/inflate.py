@@ -109,6 +109,9 @@ def _check_compatible(video: VideoVisionTransformer, image: VisionTransformer) -
     if i.norm != "pre" or i.attention_axis != "tokens":
         raise VitkitError("only a pre-norm ViT with attention over tokens can initialise a ViViT "
                           f"(this one has norm={i.norm!r}, attention_axis={i.attention_axis!r})")
+    if i.rope or i.swiglu or not i.key_bias:
+        raise VitkitError("an EVA-02 image ViT (RoPE, SwiGLU, no key bias) cannot initialise a ViViT, whose blocks "
+                          "have none of these; start from a plain ViT")
     pairs = {
         "dim": (v.dim, i.dim), "heads": (v.heads, i.heads), "MLP size": (v.hidden_dim, i.hidden_dim),
         "qkv_bias": (v.qkv_bias, i.qkv_bias), "in_channels": (v.in_channels, i.in_channels),

@@ -93,8 +93,13 @@ class PositionEmbedding(nn.Module):
     """
 
     def __init__(self, length: int, dim: int, fixed: torch.Tensor | None = None,
-                 grid: tuple[int, int] | None = None, prefix_tokens: int = 0) -> None:
+                 grid: tuple[int, int] | None = None, prefix_tokens: int = 0, endpoint: bool = False,
+                 antialias: bool = True) -> None:
         super().__init__()
+        self.antialias = antialias
+        """Whether a learned table is resampled antialiased (timm's) or plain bicubic (transformers')."""
+        self.endpoint = endpoint
+        """For a fixed table: :func:`sincos_2d`'s ``endpoint`` (big_vision's frequencies)."""
         if fixed is None:
             self.weight = nn.Parameter(torch.zeros(1, length, dim))
         else:
@@ -130,20 +135,22 @@ class PositionEmbedding(nn.Module):
 
     def _compute(self, grid: tuple[int, int]) -> torch.Tensor:
         if self.fixed:
-            table = sincos_2d(grid, self.weight.shape[-1])
+            table = sincos_2d(grid, self.weight.shape[-1], endpoint=self.endpoint)
             return table.to(self.weight.device, self.weight.dtype).unsqueeze(0)
-        return resample_pos_embed(self.weight, grid, self.grid, self.prefix_tokens)
+        return resample_pos_embed(self.weight, grid, self.grid, self.prefix_tokens, antialias=self.antialias)
 
 
-def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding, [grid_h * grid_w, dim] (as in MoCo v3 and "Better plain ViT").
+def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0, endpoint: bool = False) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, [grid_h * grid_w, dim].
 
-    A quarter of the channels each: sin(x), cos(x), sin(y), cos(y) at geometrically spaced frequencies.
+    A quarter of the channels each: sin(x), cos(x), sin(y), cos(y) at frequencies 1 / temperature^(i / s),
+    i = 0 .. dim/4 - 1, with s = dim/4 (MoCo v3) or, with ``endpoint``, s = dim/4 - 1 so the last one is exactly
+    1 / temperature (big_vision's ``posemb_sincos_2d``, "Better plain ViT baselines").
     """
-    if dim % 4:
-        raise ValueError(f"sincos2d position embedding needs dim divisible by 4, got {dim}")
+    if dim % 4 or endpoint and dim < 8:
+        raise ValueError(f"sincos2d position embedding needs dim divisible by 4 (and >= 8 with endpoint), got {dim}")
     y, x = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-    omega = 1.0 / temperature ** (torch.arange(dim // 4) / (dim // 4))
+    omega = 1.0 / temperature ** (torch.arange(dim // 4) / (dim // 4 - int(endpoint)))
     x = x.flatten()[:, None] * omega[None, :]
     y = y.flatten()[:, None] * omega[None, :]
     return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).float()
@@ -192,7 +199,8 @@ class Attention(nn.Module):
         return self.split_heads(self.qkv(x))
 
     def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each."""
+        """The qkv projection's output [B, L, 3 D] -> queries, keys and values, [B, heads, L, head_dim] each (with
+        QK-norm applied)."""
         batch, length, _ = qkv.shape
         q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.q_norm is not None:
@@ -299,14 +307,15 @@ class Block(nn.Module):
     ``pre_norm=True`` (the paper): ``x + f(norm(x))``. ``False`` (the blog, the 2017 Transformer):
     ``norm(x + f(x))``. ``attention`` is the attention class (the blog's preset passes its own).
     ``init_values`` turns on layer scale (:class:`LayerScale`) on both branches (timm's ``ls1`` / ``ls2``),
-    ``qk_norm`` QK-norm in the attention, ``act`` the MLP's activation (:func:`activation`).
+    ``qk_norm`` QK-norm in the attention, ``act`` the MLP's activation (:func:`activation`); ``mlp`` replaces the
+    MLP (EVA-02's SwiGLU).
     """
 
     def __init__(
         self, dim: int, heads: int, hidden_dim: int, *, qkv_bias: bool = True, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, pre_norm: bool = True, norm_eps: float = 1e-6,
         attention: type[Attention] = Attention, init_values: float | None = None, qk_norm: bool = False,
-        act: str = "gelu",
+        act: str = "gelu", mlp: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
@@ -314,7 +323,7 @@ class Block(nn.Module):
         self.attn = attention(dim, heads, qkv_bias, attn_dropout, dropout, qk_norm, norm_eps)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, hidden_dim, dropout, act)
+        self.mlp = Mlp(dim, hidden_dim, dropout, act) if mlp is None else mlp
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path)
 

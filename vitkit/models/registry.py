@@ -215,8 +215,35 @@ def _register_fine_tuning_vits() -> None:
     for image_size in (256, 384):
         _ALIASES[f"vit_base_patch16_siglip_{image_size}"] = ("siglip_b16", {"image_size": image_size})
 
+    # "Better plain ViT baselines" (Beyer et al. 2022, big_vision): fixed sincos, no [CLS], average pooling of
+    # the normed tokens (big_vision's pool_type='gap' after encoder_norm).
+    dim, depth, heads = VIT_SIZES["s"]
+    register("plain_vit_s16", ViTConfig(dim=dim, depth=depth, heads=heads, class_token=False, pool="mean",
+                                        fc_norm=False, pos_embed="sincos2d_jax"),
+             VisionTransformer, "big_vision's plain ViT-S/16 at 224 px: fixed 2-D sincos, no [CLS], global average "
+             "pool")
+
 
 _register_fine_tuning_vits()
+
+
+def _register_eva02() -> None:
+    """EVA-02 (Fang et al. 2023) as timm builds it: 2-D RoPE on a 16x16 reference grid besides the learned position
+    embedding, SwiGLU MLP of 8/3 the width (with its inner norm in Base), no key bias, mean of the patches."""
+    for size, name in (("ti", "tiny"), ("s", "small"), ("b", "base")):
+        dim, depth, heads = VIT_SIZES[size]
+        config = ViTConfig(patch_size=14, dim=dim, depth=depth, heads=heads, mlp_ratio=4 * 2 / 3, pool="mean",
+                           swiglu=True, mlp_norm=size == "b", key_bias=False, rope=True, rope_grid=16,
+                           qkv_layout="split" if size == "b" else "fused")
+        register(f"eva02_{size}14", config, VisionTransformer,
+                 f"EVA-02 {_SIZE_NAMES[size]}/14 at 224 px: RoPE, SwiGLU{' with its norm' * (size == 'b')}, "
+                 "mean pooling (as timm)")
+        _ALIASES[f"eva02_{name}_patch14_224"] = (f"eva02_{size}14", {})
+        fine_tuned = 448 if size == "b" else 336  # timm's ImageNet fine-tuned classifiers
+        _ALIASES[f"eva02_{name}_patch14_{fine_tuned}"] = (f"eva02_{size}14", {"image_size": fine_tuned})
+
+
+_register_eva02()
 
 
 def _register_vivits() -> None:

@@ -6,8 +6,10 @@
       -> cls_token        [B, 1 + R + N, D] (if class_token; DeiT's distillation token after it if distilled)
       -> pos_embed        same shape      (the blog, DeiT-3 and DINOv2 add it *before* the prefix tokens, to
                                           the patches only; any input size with dynamic_img_size)
+      -> patch_drop       [B, prefix + K, D] (training with patch_dropout: a random K of the N patches)
       -> norm_pre         same shape      (if norm_pre: CLIP's LayerNorm before the blocks)
-      -> blocks           same shape      depth x (attention + MLP)
+      -> blocks           same shape      depth x (attention + MLP); EVA-02: RoPE on the patches' queries and
+                                          keys, SwiGLU MLP (eva.py, rope.py)
       -> norm, pool       [B, D]          [CLS] token, mean of patch tokens or attention pooling (heads.py);
                                           the norm after pooling with fc_norm
       -> head             [B, num_classes] (distilled: the mean of head([CLS]) and head_dist(distillation token))
@@ -15,16 +17,19 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from .base import TransformerModel, block_stack
 from .config import ViTConfig
+from .eva import SwiGLU, eva_attention
 from .heads import Pool, norm_after_pool
 from .layers import (Attention, Block, ClassToken, ConvStem, PatchEmbed, PositionEmbedding, init_weights,
                      readout_queries, sincos_2d)
+from .rope import RotaryEmbedding2d
+from .patch_dropout import PatchDropout
 from .seed import BatchAxisAttention
 
 
@@ -48,23 +53,34 @@ class VisionTransformer(TransformerModel):
         self.reg_token = ClassToken(c.dim, c.reg_tokens, "register tokens") if c.reg_tokens else None
         self.pos_embed = self._make_pos_embed(c)
         self.pos_drop = nn.Dropout(c.dropout)
+        self.patch_drop = PatchDropout(c.patch_dropout, self.num_prefix_tokens) if c.patch_dropout else None
         self.norm_pre = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_pre else None
-        attention = BatchAxisAttention if c.attention_axis == "batch" else Attention
+        self.rope = RotaryEmbedding2d(c.dim // c.heads, c.grid_size, c.rope_grid, self.num_prefix_tokens) \
+            if c.rope else None
+        attention = self._attention_class(c)
         self.blocks = block_stack(lambda rate: Block(
             c.dim, c.heads, c.hidden_dim, qkv_bias=c.qkv_bias, dropout=c.dropout, attn_dropout=c.attn_dropout,
             drop_path=rate, pre_norm=c.norm == "pre", norm_eps=c.norm_eps, attention=attention,
             init_values=c.init_values, qk_norm=c.qk_norm, act=c.act,
+            mlp=SwiGLU(c.dim, c.hidden_dim, c.dropout, c.mlp_norm, c.norm_eps) if c.swiglu else None,
         ), c.depth, c.drop_path)
         # Post-norm blocks already end with a LayerNorm, so only pre-norm models have a final one.
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm == "pre" else nn.Identity()
+        final_norm = c.norm == "pre" and c.final_norm
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if final_norm else nn.Identity()
         self.norm_after_pool = norm_after_pool(c)
         self.pool = Pool(c.pool, self.num_prefix_tokens, c.dim, c.heads, c.hidden_dim, c.norm_eps, c.act)
-        self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes else nn.Identity()
+        self.head = nn.Linear(c.pooled_dim, c.num_classes) if c.num_classes else nn.Identity()
         self.head_dist = self._make_head() if c.distilled else None
         self.apply(init_weights)
 
     def block_stacks(self) -> list[nn.Sequential]:
         return [self.blocks]
+
+    def _attention_class(self, c: ViTConfig) -> Callable[..., Attention]:
+        """The blocks' attention: the blog's across the batch, EVA's (RoPE, no key bias) or the plain one."""
+        if c.attention_axis == "batch":
+            return BatchAxisAttention
+        return eva_attention(self.rope, key_bias=c.key_bias or not c.qkv_bias)
 
     def _make_head(self) -> nn.Module:
         return nn.Linear(self.config.dim, self.config.num_classes) if self.config.num_classes else nn.Identity()
@@ -80,10 +96,13 @@ class VisionTransformer(TransformerModel):
     def _make_pos_embed(c: ViTConfig) -> PositionEmbedding | None:
         if c.pos_embed == "none":
             return None
-        if c.pos_embed == "sincos2d":
-            return PositionEmbedding(c.num_patches, c.dim, fixed=sincos_2d(c.grid_size, c.dim), grid=c.grid_size)
+        if c.pos_embed.startswith("sincos2d"):
+            jax = c.pos_embed == "sincos2d_jax"
+            table = sincos_2d(c.grid_size, c.dim, endpoint=jax)
+            return PositionEmbedding(c.num_patches, c.dim, fixed=table, grid=c.grid_size, endpoint=jax)
         prefix = pos_embed_prefix(c)
-        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix)
+        return PositionEmbedding(c.num_patches + prefix, c.dim, grid=c.grid_size, prefix_tokens=prefix,
+                                 antialias=c.pos_embed_antialias)
 
     @property
     def embed_order(self) -> tuple[str, ...]:
@@ -103,10 +122,14 @@ class VisionTransformer(TransformerModel):
         """Images -> the tokens the first block reads, [B, prefix + N, D]."""
         self.check_input(images)
         grid = self.token_grid(images) if self.config.dynamic_img_size else None
+        if self.rope is not None:
+            self.rope.use_grid(grid or self.config.grid_size)
         x = self.patch_embed(images)
         for name in self.embed_order:
             x = self.pos_embed(x, grid) if name == "pos_embed" else getattr(self, name)(x)
         x = self.pos_drop(x)
+        if self.patch_drop is not None:
+            x = self.patch_drop(x)
         return x if self.norm_pre is None else self.norm_pre(x)
 
     def _final_norm(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The HTTP side of ``vitkit serve``: a FastAPI app with the page, the JSON API and the safety limits.
 
 Endpoints: ``GET /`` (the page, from ``static/``), ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``,
-``GET /docs`` and ``/openapi.json`` (FastAPI's). Every error is ``{"error": "<one line>"}`` with its status:
+``GET /docs`` (Swagger UI, its files served locally: ``docs.py``; no ``/redoc``) and ``/openapi.json``.
+Every error is ``{"error": "<one line>"}`` with its status:
 
 - 400: a file the decoder rejects (the reason ``vitkit predict`` gives), a malformed request;
 - 401: ``--token`` is set and the request lacks ``Authorization: Bearer <token>``;
@@ -32,6 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from .batcher import Batcher
+from .docs import add_docs
 from .engine import Engine, InputError
 
 STATIC = Path(__file__).with_name("static")
@@ -94,8 +96,9 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
         batcher.close()
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="vitkit serve", lifespan=lifespan,
+    app = FastAPI(title="vitkit serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Classify images or videos with {engine.name}. Errors are {{\"error\": \"...\"}}.")
+    add_docs(app)  # /docs without a CDN
     app.state.batcher, app.state.engine, app.state.settings = batcher, engine, settings
     limits = settings.limits
 

@@ -128,7 +128,7 @@ class Engine:
         prep: Preprocess = self.prep
         _check_pixels(data, max_pixels)
         try:
-            image = load_for_model(data, prep.short_side)
+            image = load_for_model(data, prep.short_side, prep.interpolation)
         except BadImage as error:
             raise InputError(400, str(error)) from None
         inputs = eval_batch([image], prep)

@@ -78,6 +78,9 @@ class TrainConfig:
     crop_pct: float | None = None
     """Evaluation: resize the shorter side to img_size / crop_pct, then center-crop img_size. None: the ``init``
     checkpoint's (timm's ``crop_pct``, ...), else data.pipeline.DEFAULT_CROP_PCT; resolved when the run starts (normalisation.py)."""
+    interpolation: str | None = None
+    """How eval resizes the shorter side (antialiased): ``bicubic`` or ``bilinear``. None: the ``init``
+    checkpoint's (timm's ``interpolation``, a transformers processor's ``resample``), else bicubic."""
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     """Input normalisation per channel. None (either): the ``init`` checkpoint's, else ImageNet's
@@ -91,6 +94,8 @@ class TrainConfig:
     """Steps with non-finite loss or gradients to skip (not applied) before the run stops."""
     fsdp: bool = False
     """Under torchrun, shard parameters, gradients and optimiser state (FSDP2) instead of replicating (DDP)."""
+    plan: list[str] = field(default_factory=list)
+    """Why the recipe planner chose what it did, one line per choice (train/recipe.py); printed at the start."""
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
@@ -130,6 +135,8 @@ class TrainConfig:
             (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.clip_grad >= 0,
              "--weight-decay, --warmup-epochs and --clip-grad must be >= 0"),
             (self.crop_pct is None or 0 < self.crop_pct <= 1, f"--crop-pct must be in (0, 1], got {self.crop_pct}"),
+            (self.interpolation in (None, "bicubic", "bilinear"),
+             f"--interpolation must be bicubic or bilinear, got {self.interpolation!r}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}"),
             (self.mean is None or len(self.mean) == 3, f"--mean needs 3 values (R G B), got {self.mean}"),
             (self.std is None or (len(self.std) == 3 and all(s > 0 for s in self.std)),

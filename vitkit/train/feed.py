@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..data.cache import CachePlan, plan_cache
-from ..data.shards import ShardBatches, is_shard_spec
+from ..data.shards import is_shard_spec
 from ..data.stream import StepBatch, StepLoader, default_workers, log_skipped, take_skipped
 from .config import TrainConfig
 
@@ -76,7 +76,7 @@ class Feed:
         self.task, self.cache, self.log = task, cache, log
         self.workers = resolve_workers(config.workers)
         if hasattr(task, "plan"):  # shards: read in order
-            source: Any = ShardBatches(task.plan(config.batch_size, world), rank, task.prep, task.aug)
+            source: Any = task.shard_batches(config.batch_size, world, rank)
         else:
             source = _FolderSteps(task, config.seed, config.batch_size,
                                   range(rank * local_batch, (rank + 1) * local_batch), order)

@@ -369,6 +369,8 @@ class Trainer:
                   f"{self.task.kind}s, {len(self.class_names)} classes, {self.task.describe()}, "
                   f"{self.steps_per_epoch} steps/epoch x {self.planned_epochs} epochs, {c.precision}, {self.device} -> "
                   f"{self.run_dir}")
+        for line in c.plan:
+            self._log(f"recipe: {line}")
         if self.budget is not None:
             self._log(f"--time-limit {c.time_limit:g} min (at most {c.epochs} epochs) {self.plan_text()}")
         engine = ("FSDP" if c.fsdp else "DDP") if self.group.active else "1 process"

@@ -1,7 +1,8 @@
-"""The run's input normalisation and eval crop: ``--mean`` / ``--std`` / ``--crop-pct`` when given, else the
-``--init`` checkpoint's (its config.json / pretrained_cfg / preprocessor_config.json, see
-interop/normalisation.py), else ImageNet's (crop 0.875). The resolved values are saved in the run's config.json (``train`` and ``preprocess``), so eval, predict, serve and a
-resumed run use the same."""
+"""The run's input normalisation, eval crop and resize: ``--mean`` / ``--std`` / ``--crop-pct`` /
+``--interpolation`` when given, else the ``--init`` checkpoint's (its config.json / pretrained_cfg /
+preprocessor_config.json, see interop/normalisation.py), else ImageNet's (crop 0.875, bicubic). The resolved values
+are saved in the run's config.json (``train`` and ``preprocess``), so eval, predict, serve and a resumed run use
+the same."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 
 
 def resolve_normalisation(config: TrainConfig, resumed: bool = False) -> tuple[TrainConfig, str]:
-    """``config`` with ``mean``, ``std`` and ``crop_pct`` filled in, and the start line saying which values and
-    where from (the crop only when the checkpoint gave it)."""
+    """``config`` with ``mean``, ``std``, ``crop_pct`` and ``interpolation`` filled in, and the start line saying
+    which values and where from (the crop and the resize only when the checkpoint gave them)."""
     given = "saved with the run" if resumed else "given (--mean/--std, or the embedded dataset's recipe)"
     found = None
-    if config.init and None in (config.mean, config.std, config.crop_pct):
+    if config.init and None in (config.mean, config.std, config.crop_pct, config.interpolation):
         from ..interop.normalisation import checkpoint_normalisation  # lazy: the interop layer is optional here
 
         found = checkpoint_normalisation(config.init)
@@ -24,6 +25,11 @@ def resolve_normalisation(config: TrainConfig, resumed: bool = False) -> tuple[T
         config = config.replace(crop_pct=found.crop_pct if from_checkpoint else DEFAULT_CROP_PCT)  # type: ignore[union-attr]
         if from_checkpoint:
             crop_line = f"; eval crop {config.crop_pct:g} from the checkpoint ({found.origin})"  # type: ignore[union-attr]
+    if config.interpolation is None:
+        recorded = found.interpolation if found is not None else None
+        config = config.replace(interpolation=recorded or "bicubic")
+        if recorded:
+            crop_line += f"; resize {recorded} from the checkpoint ({found.origin})"  # type: ignore[union-attr]
     if config.mean is not None and config.std is not None:
         return config, f"normalisation {_values(config.mean, config.std)}, {given}{crop_line}"
     if found is not None:

@@ -25,7 +25,8 @@ from .evaluate import evaluate, evaluate_clips
 
 def image_prep(config: TrainConfig, image_size: int) -> Preprocess:
     """The eval preprocessing of a run: resize to ``image_size / crop_pct``, center crop, the run's mean/std."""
-    return Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std)
+    return Preprocess(image_size, round(image_size / config.crop_pct), config.mean, config.std,
+                      config.interpolation or "bicubic")
 
 
 class BaseImageTask:
@@ -65,7 +66,8 @@ class ImageTask(BaseImageTask):
 
     def __init__(self, config: TrainConfig, image_size: int) -> None:
         self.prep = image_prep(config, image_size)
-        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction, config.seed)
+        self.train_set, self.val_set = load_datasets(config.data, self.prep.short_side, config.val_fraction,
+                                                     config.seed, interpolation=self.prep.interpolation)
         self.class_names = self.train_set.class_names
         self.aug = config.augmentation()
 
@@ -92,8 +94,12 @@ class VideoTask:
         self.sampler = ClipSampler(num_frames, config.frame_sampling, config.frame_stride, image_size,  # type: ignore[arg-type]
                                    config.mean, config.std, (math.sqrt(low), math.sqrt(high)), config.flip)
         self.short_side = round(image_size / config.crop_pct)
-        self.train_set, self.val_set = load_video_sets(config.data, self.sampler, self.short_side, config.seed)
+        self.train_set, self.val_set = self.load_sets(config)
         self.class_names = self.train_set.class_names
+
+    def load_sets(self, config: TrainConfig) -> tuple[Any, Any]:
+        """The train and val clip sets (here: decoded into memory up front)."""
+        return load_video_sets(config.data, self.sampler, self.short_side, config.seed)
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -155,7 +161,9 @@ def make_task(config: TrainConfig, model_config: Any) -> ImageTask | VideoTask:
         raise VitkitError(f"{config.model} is a video model: add --task video (and a folder of videos as --data)")
     size = config.img_size or side_of(model_config.image_size)
     if config.task == "video":
-        return VideoTask(config, size, config.frames or model_config.num_frames)
+        from .video_stream_tasks import choose_video_task  # decoded in memory, or clip by clip in workers
+
+        return choose_video_task(config, size, config.frames or model_config.num_frames)
     from .feed import choose_task  # shards, or a folder too large for memory: read from disk at each use
 
     streamed, cache = choose_task(config, size)
