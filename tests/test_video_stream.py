@@ -185,6 +185,24 @@ def test_a_video_folder_streamed_by_workers_trains_like_memory_and_resumes_after
 
 
 @pytest.mark.slow
+def test_a_damaged_video_met_by_a_worker_is_skipped_listed_and_counted(videos, tmp_path) -> None:
+    root = tmp_path / "motion"
+    shutil.copytree(videos, root)
+    damaged, damaged_val = root / "train" / "left" / "left_2.avi", root / "val" / "right" / "right_1.avi"
+    for path in (damaged, damaged_val):
+        path.write_bytes(path.read_bytes()[:40])  # cut inside the header
+    out = tmp_path / "run"
+    result = _drive("none", 0, ["train", "--data", str(root), *VIDEO_COMMON, "--epochs", "1", "--cache", "none",
+                                "--workers", "2", "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {damaged}: " in result.stderr  # logged when a worker meets it
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_files"] == 2 and summary["val_samples"] == 5
+    listed = json.loads((out / "eval.json").read_text())["skipped"]
+    assert [s["path"] for s in listed] == [str(damaged_val)] and "FFmpeg" in listed[0]["reason"]
+
+
+@pytest.mark.slow
 def test_two_processes_streaming_a_video_folder_equal_one_process(videos, cached_video_run, tmp_path) -> None:
     from test_distributed import _max_difference
 
