@@ -59,7 +59,8 @@ def setup(tmp_path_factory) -> dict:
     model_args = [x for k, v in TINY.items() for x in ("--model-arg", f"{k}={v}")]
     common = ["--data", str(data), "--model", "vit_ti16", *model_args, "--epochs", "2", "--batch-size", "8",
               "--accum-steps", "2", "--precision", "fp32", "--mixup", "0.2", "--cutmix", "1.0", "--lr", "3e-3",
-              "--workers", "1", "--drop-path", "0"]  # stochastic depth draws per process: not one-process exact
+              "--workers", "1", "--drop-path", "0", "--ema", "0"]  # not the planner's: stochastic depth draws per
+    # process (not one-process exact) and --fsdp keeps no EMA
     single = _launch(1, "none", 0, ["train", *common, "--out", str(root / "single")])
     assert single.returncode == 0, single.stderr
     return {"root": root, "common": common, "reference": root / "single" / "last.safetensors"}

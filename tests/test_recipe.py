@@ -83,6 +83,12 @@ def test_plan_fills_the_row_and_keeps_what_the_user_gave() -> None:
     assert "lr" not in plan.reasons[-1]  # the user's --lr is not reported as the plan's
 
 
+def test_fsdp_runs_get_no_ema() -> None:
+    plan = plan_recipe(profile(), {"fsdp": True, "model": "vit_s16", "model_args": {}}, 5, None)
+    assert plan.values["ema"] == 0.0 and any("--fsdp" in r for r in plan.reasons)
+    assert plan_recipe(profile(), {"model": "vit_s16", "model_args": {}}, 5, None).values["ema"] > 0
+
+
 def test_a_given_model_or_epoch_count_is_not_planned_over() -> None:
     def never(candidate):
         raise AssertionError("no probe when the model is given")

@@ -199,6 +199,9 @@ def plan_recipe(profile: DataProfile, given: dict[str, Any], time_limit_min: flo
         values.update(chosen.values())
         model_args.update(chosen.model_args)
     values["model_args"] = model_args
+    if given.get("fsdp") and values.get("ema"):
+        values["ema"] = 0.0
+        reasons.append("no EMA: --fsdp cannot keep an EMA copy of the sharded model yet")
     settings = ", ".join(f"{k} {v}" for k, v in rule.settings.items() if k not in given)
     reasons.append(f"training: {settings} (the row's; a flag overrides any)")
     return Plan(values, reasons)
