@@ -152,3 +152,22 @@ def test_a_stuck_worker_stops_the_run_in_one_line_instead_of_hanging(folder, mon
     message = str(caught.value)
     assert time.monotonic() - started < 50, "the loader waited for the stuck worker instead of giving up"
     assert "\n" not in message and "delivered nothing for 3 s" in message and stuck in message, message
+
+
+def test_a_loader_never_closed_does_not_block_the_interpreters_exit(folder) -> None:
+    """Workers ignore SIGTERM (Ctrl-C is the training process's), so multiprocessing's exit hook, which terminates
+    and then joins them, waited for ever on a Trainer built but never run (it started the workers for its
+    --time-limit probe). The loader's own exit hook stops them first."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom vitkit.cli import build_parser\nfrom vitkit.commands.train import build_train_config\n"
+              "from vitkit.train.loop import Trainer\n"
+              "args = build_parser().parse_args(['train', '--data', sys.argv[1], '--model', 'vit_ti16', '--model-arg',"
+              " 'depth=1', '--img-size', '32', '--workers', '1', '--time-limit', '1', '--out', sys.argv[2]])\n"
+              "Trainer(build_train_config(args))\nprint('built')\n")
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script, str(folder), str(folder.parent / "never-run")],
+                            capture_output=True, text=True, timeout=180, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0 and "built" in result.stdout, result.stderr
+    assert time.monotonic() - began < 120

@@ -16,11 +16,12 @@ read into a shared slot, which the main process reads when the DataLoader report
 
 from __future__ import annotations
 
-import ctypes
+import atexit
 import multiprocessing
 import os
 import re
 import signal
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -31,9 +32,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from ..errors import VitkitError
 from .decode import BadImage
 from .images import load_for_model
+from . import loader_workers
+from .loader_workers import WorkerInit, WorkerSlots, reading  # noqa: F401 (reading: re-exported)
 from .pipeline import Augment, Preprocess, train_batch
 
-PATH_BYTES = 1024
 STALL_SECONDS = float(os.environ.get("VITKIT_LOADER_TIMEOUT", 600))
 """A worker that delivers nothing for this long is stuck (a hung network mount, a decoder loop): the run stops
 with one line naming the files the workers were on, rather than waiting for ever."""
@@ -44,67 +46,6 @@ def default_workers(processes_per_machine: int = 1) -> int:
     """Worker processes per training process: the cores left after one for each training process (1-16)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, processes_per_machine) - 1))
-
-
-# --- which file each worker is on ---------------------------------------------------------------------------
-
-class WorkerSlots:
-    """Shared memory where each worker records its pid and the file it is reading (read after a crash)."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.pids = multiprocessing.RawArray(ctypes.c_long, max(1, workers))
-        self.paths = multiprocessing.RawArray(ctypes.c_char, max(1, workers) * PATH_BYTES)
-
-    def claim(self, worker: int) -> None:
-        self.pids[worker] = os.getpid()
-
-    def mark(self, worker: int, path: str) -> None:
-        data = os.fsencode(path)[: PATH_BYTES - 1] + b"\0"
-        self.paths[worker * PATH_BYTES : worker * PATH_BYTES + len(data)] = data
-
-    def path_of(self, pid: int) -> str | None:
-        for worker in range(self.workers):
-            if self.pids[worker] == pid:
-                raw = bytes(self.paths[worker * PATH_BYTES : (worker + 1) * PATH_BYTES]).split(b"\0", 1)[0]
-                return os.fsdecode(raw) or None
-        return None
-
-
-_current: tuple[WorkerSlots, int] | None = None  # set in each worker process by _init_worker
-
-
-def reading(path: str | Path) -> None:
-    """Record that this process is about to read ``path`` (a no-op outside loader workers)."""
-    if _current is not None:
-        _current[0].mark(_current[1], str(path))
-
-
-def _init_worker(slots: WorkerSlots, worker: int) -> None:
-    global _current
-    _current = (slots, worker)
-    slots.claim(worker)
-    _keep_freed_memory()
-    # Ctrl-C (and a TERM sent to the process group) is the training process's to handle: it saves at the next
-    # step boundary and then stops the workers itself (they also exit when it is gone).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-KEEP_FREED = 32 * 2**20
-
-
-def _keep_freed_memory() -> None:
-    """Let this worker's allocator keep up to 32 MiB it freed. By default glibc hands freed blocks over 128 KiB
-    back to the kernel, so every image-sized temporary of the augmentation is fresh memory, faulted in page by
-    page again (~12% of a worker's time at 224 px). A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
-    except (OSError, AttributeError):
-        pass
 
 
 # --- a folder decoded on demand -----------------------------------------------------------------------------
@@ -249,9 +190,9 @@ class _Failed:
 def failure(error: Exception) -> "_Failed":
     """What a worker hands back instead of a batch when building it raised: the file it was on and why.
     Outside a worker (``--workers 0``) the error itself is raised again, with its traceback."""
-    if _current is None:
+    if not loader_workers.in_worker():
         raise error
-    path = _current[0].path_of(os.getpid())
+    path = loader_workers.current_path()
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     user = isinstance(error, VitkitError)
     return _Failed(path, reason if user else f"{type(error).__name__}: {reason}", user)
@@ -293,6 +234,16 @@ class _Keys:
         return len(self.keys)
 
 
+_open_loaders: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_open_loaders() -> None:
+    """At interpreter exit, before multiprocessing joins its children: the workers ignore SIGTERM (so that Ctrl-C
+    lets the run save first), so a loader nobody closed (a Trainer built but never run) would block the exit."""
+    for loader in list(_open_loaders):
+        loader.close()
+
+
 class StepLoader:
     """``build(epoch, step)`` in ``workers`` processes (0: in this process), in step order, prefetched."""
 
@@ -308,7 +259,7 @@ class StepLoader:
             context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
             # An epoch stream's workers read the epoch they are started for: they start again each epoch.
             options = dict(prefetch_factor=prefetch, persistent_workers=self.stream is None,
-                           multiprocessing_context=context, worker_init_fn=_WorkerInit(self.slots),
+                           multiprocessing_context=context, worker_init_fn=WorkerInit(self.slots),
                            timeout=stall_seconds)
         if self.stream is None:
             options["sampler"] = self._keys
@@ -317,6 +268,11 @@ class StepLoader:
         self.loader = DataLoader(self.stream or _Steps(build), batch_size=None,  # type: ignore[arg-type]
                                  num_workers=workers, pin_memory=pin_memory, collate_fn=_identity,
                                  generator=torch.Generator().manual_seed(0), **options)
+        if workers > 0:
+            if not _open_loaders:  # registered after multiprocessing's own exit hook, so it runs before it
+                atexit.unregister(_close_open_loaders)
+                atexit.register(_close_open_loaders)
+            _open_loaders.add(self)
 
     def batches(self, epoch: int, steps: range) -> Iterator[Any]:
         """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError."""
@@ -365,14 +321,6 @@ class StepLoader:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         self.loader._iterator = None
-
-
-class _WorkerInit:
-    def __init__(self, slots: WorkerSlots) -> None:
-        self.slots = slots
-
-    def __call__(self, worker: int) -> None:
-        _init_worker(self.slots, worker)
 
 
 def _identity(item: Any) -> Any:

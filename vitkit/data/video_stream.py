@@ -18,7 +18,8 @@ import torch
 from torch.nn.functional import one_hot
 
 from .pipeline import sample_seed
-from .stream import StreamedSet, found_bad, readable_position, reading
+from .loader_workers import reading
+from .stream import StreamedSet, found_bad, readable_position
 from .video import BadVideo, ClipSampler, decode_frames
 from .video_folder import MAX_FRAMES
 
