@@ -170,3 +170,21 @@ def test_unknown_option_and_bad_points_are_one_line_errors():
         vitkit.create_model("swin3d_tiny", in_channels=5)
     with pytest.raises(vitkit.VitkitError, match="NaN"):
         voxelize(torch.tensor([[0.0, float("nan"), 0.0]]), torch.zeros(1, 3), voxel_size=0.1)
+
+
+def test_knn_on_dense_points_splits_its_queries_and_stays_exact(monkeypatch):
+    """A dense cluster (thousands of candidates per cell) with a small budget: the grid search splits its queries
+    (normals of the S3DIS fragments needed 19 GB before) and still equals brute force."""
+    from vitkit.models.swin3d import sparse
+    from vitkit.models.swin3d.sparse import knn
+
+    calls, grid_knn = [], sparse._grid_knn
+    monkeypatch.setattr(sparse, "_grid_knn", lambda query, *rest: calls.append(len(query)) or grid_knn(query, *rest))
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(3000, 3, generator=g) * 0.3  # ~3000 points in one 0.2-m neighbourhood
+    batch = torch.zeros(3000, dtype=torch.long)
+    index, dist = knn(points, batch, points, batch, 8, cell=0.2, budget=50_000)
+    expected = torch.cdist(points.double(), points.double()).topk(8, largest=False).values
+    torch.testing.assert_close(dist.double(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close((points[index] - points[:, None]).norm(dim=-1).double(), expected, atol=1e-5, rtol=0)
+    assert len(calls) > 2  # the 3000 queries were split (one call before)

@@ -189,6 +189,9 @@ def _print_plan(config, resume: bool) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import VitkitError
     from ..outputs import refuse_existing
+    from ..train import seg3d_eval, segmentation3d
+    if segmentation3d.is_segmentation3d_run(args.run):  # point clouds: mIoU and coloured PLY predictions
+        return seg3d_eval.run_from_args(args)
     from ..train import report
     from ..data import moving_digits
     from ..data.datasets import EMBEDDED

@@ -17,8 +17,9 @@ SIGNALS = ("xyz", "rgb", "norm")
 """The signals cRSE can encode, in the order the official kernels concatenate them."""
 
 
-FEATURE_COLUMNS = {9: (0, 1, 2, 3, 4, 5, 6, 7, 8), 6: (0, 1, 2, 6, 7, 8), 3: (0, 1, 2)}
-"""Input features by ``in_channels``, as columns of RGB (0-2), normal (3-5), offset in the voxel (6-8)."""
+FEATURE_COLUMNS = {10: tuple(range(10)), 9: tuple(range(9)), 6: (0, 1, 2, 6, 7, 8), 3: (0, 1, 2)}
+"""Input features by ``in_channels``, as columns of RGB (0-2), normal (3-5), offset in the voxel (6-8) and height
+above the scan's lowest point in metres (9)."""
 
 
 @dataclass
@@ -44,8 +45,9 @@ class Swin3DConfig:
     crse: tuple[str, ...] = SIGNALS
     """Signals of the contextual relative signal encoding: a subset of ``xyz``, ``rgb``, ``norm``."""
     in_channels: int = 9
-    """Voxel input features: 9 = RGB in [-1, 1], normal, offset of the point inside its voxel; 6 = RGB and
-    offset; 3 = RGB."""
+    """Voxel input features: 9 = RGB in [-1, 1], normal, offset of the point inside its voxel; 10 = those and the
+    height above the scan's lowest point (cRSE sees only differences, so without it a model must infer from
+    context whether a horizontal surface is a floor, a seat or a table top); 6 = RGB and offset; 3 = RGB."""
     num_classes: int = 13
     mlp_ratio: float = 4.0
     drop_path: float = 0.3
@@ -122,4 +124,5 @@ SWIN3D_L_RGBN = Swin3DConfig(channels=(80, 160, 320, 640, 640), heads=(10, 10, 2
 SWIN3D_S = SWIN3D_S_RGBN.replace(crse=("xyz", "rgb"), in_channels=3, up_attention=False)
 SWIN3D_L = SWIN3D_L_RGBN.replace(crse=("xyz", "rgb"), in_channels=3, up_attention=False)
 SWIN3D_TINY = Swin3DConfig(depths=(1, 1, 2, 1, 1), channels=(16, 32, 64, 64, 64), heads=(2, 2, 4, 4, 4),
-                           window_sizes=(5, 5, 5, 5, 5), down_stride=2, drop_path=0.1, voxel_size=0.1)
+                           window_sizes=(5, 5, 5, 5, 5), down_stride=2, drop_path=0.1, voxel_size=0.1,
+                           in_channels=10)

@@ -83,7 +83,7 @@ def knn(query: torch.Tensor, query_batch: torch.Tensor, source: torch.Tensor, so
         if not todo.numel():
             break
         found_index, found_dist, proven = _grid_knn(query[todo], query_batch[todo], source, source_batch, k,
-                                                    cell * 2**attempt)
+                                                    cell * 2**attempt, budget)
         index[todo[proven]], dist[todo[proven]] = found_index[proven], found_dist[proven]
         todo = todo[~proven]
     for scan in torch.unique(query_batch[todo]).tolist():
@@ -105,8 +105,11 @@ def knn(query: torch.Tensor, query_batch: torch.Tensor, source: torch.Tensor, so
 
 
 def _grid_knn(query: torch.Tensor, query_batch: torch.Tensor, source: torch.Tensor, source_batch: torch.Tensor,
-              k: int, cell: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """k-NN among the sources in the 27 grid cells around each query; ``proven`` marks the exact answers."""
+              k: int, cell: float, budget: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k-NN among the sources in the 27 grid cells around each query; ``proven`` marks the exact answers.
+
+    At most about ``budget`` (query, candidate) pairs at a time: a dense scan (real S3DIS rooms hold thousands of
+    points per 0.2 m cell) is split into halves of its queries, recursively."""
     src_cell = torch.floor(source / cell).long() + 1  # +1: the neighbour cells of cell 0 stay >= 0
     keys, order = torch.sort(pack(source_batch, src_cell))
     q_cell = torch.floor(query / cell).long() + 1
@@ -117,6 +120,11 @@ def _grid_knn(query: torch.Tensor, query_batch: torch.Tensor, source: torch.Tens
     counts = torch.searchsorted(keys, wanted, right=True) - first  # [Q * 27]
     per_query = counts.view(-1, 27).sum(1)
     width = max(k, int(per_query.max()))
+    if query.shape[0] > 1 and query.shape[0] * width > budget:
+        half = query.shape[0] // 2
+        parts = [_grid_knn(query[rows], query_batch[rows], source, source_batch, k, cell, budget)
+                 for rows in (slice(0, half), slice(half, None))]
+        return tuple(torch.cat(part) for part in zip(*parts))  # type: ignore[return-value]
     pair_query = torch.repeat_interleave(torch.arange(wanted.shape[0], device=query.device) // 27, counts)
     range_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     pair_source = order[torch.repeat_interleave(first, counts) + torch.arange(pair_query.shape[0],

@@ -67,7 +67,8 @@ class VoxelInput:
 
     voxels: Voxels
     features: torch.Tensor
-    """float [V, 9]: RGB, normal, offset of the voxel's mean point inside the voxel (the official ``use_offset``)."""
+    """float [V, 10]: RGB, normal, offset of the voxel's mean point inside the voxel (the official ``use_offset``),
+    height of that point above the scan's lowest voxel boundary in metres."""
     point_to_voxel: torch.Tensor
     """int64 [P]: the voxel of each input point."""
 
@@ -116,5 +117,6 @@ def voxelize(xyz: torch.Tensor, rgb: torch.Tensor, normal: torch.Tensor | None =
     signals = torch.cat([rgb, normal], dim=1).to(xyz.dtype)
     mean_signals = _scatter_mean(signals, point_to_voxel, size, counts)
     voxels = Voxels(voxel_batch, coords, 1, mean_xyz.to(xyz.dtype), mean_signals[:, :3], mean_signals[:, 3:])
-    features = torch.cat([mean_signals, offset], dim=1)
+    height = (mean_xyz[:, 2:] * voxel_size).to(xyz.dtype)
+    features = torch.cat([mean_signals, offset, height], dim=1)
     return VoxelInput(voxels, features, point_to_voxel)
