@@ -35,8 +35,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--augment", str, "trivial (TrivialAugment-Wide), randaugment (RandAugment) or none"),
     ("--randaugment-magnitude", int, "RandAugment strength, 0..30 as in the paper and timm's rand-m9"),
     ("--randaugment-ops", positive_int, "RandAugment operations per image (timm's rand-n2)"),
-    ("--mixup", float, "mixup alpha (0: off)"),
-    ("--cutmix", float, "cutmix alpha (0: off)"),
+    ("--mixup", float, "mixup alpha (0: off)"), ("--cutmix", float, "cutmix alpha (0: off)"),
     ("--ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
     ("--seed", int, "random seed; the same seed repeats a run exactly on CPU"),
     ("--workers", int, "loader worker processes per training process (default: the cores left after one per "
@@ -187,19 +186,18 @@ def _print_plan(config, resume: bool) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..errors import VitkitError
-    from ..outputs import refuse_existing
-    from ..train import seg3d_eval, segmentation3d
-    if segmentation3d.is_segmentation3d_run(args.run):  # point clouds: mIoU and coloured PLY predictions
-        return seg3d_eval.run_from_args(args)
-    from ..train import report
     from ..data import moving_digits
     from ..data.datasets import EMBEDDED
+    from ..errors import VitkitError
+    from ..outputs import refuse_existing
+    from ..train import report, seg3d_eval, segmentation3d
     from ..train.evaluate import evaluate, evaluate_clips
     from ..train.feed import resolve_workers
     from ..train.stream_tasks import StreamedEvalSet
     from ..train.video_stream_tasks import StreamedVideoEvalSet
 
+    if segmentation3d.is_segmentation3d_run(args.run):  # point clouds: mIoU and coloured PLY predictions
+        return seg3d_eval.run_from_args(args)
     tune_heap(args.heap)
     opened = _open_for_inference(args)
     model, prep, class_names, video = opened.model, opened.preprocess, opened.class_names, opened.is_video
