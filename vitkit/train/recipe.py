@@ -160,10 +160,10 @@ def choose(rule: Rule, budget_s: float, epoch_seconds: Callable[[Candidate], flo
         epochs = int(usable // seconds)
         tried.append(f"{candidate.label}: {seconds:.1f} s/epoch, {epochs} epochs")
         if epochs < rule.epochs and index > 0:
-            break
+            break  # keep the previous one, which fits
         chosen, fits = candidate, epochs
         if epochs < rule.epochs:
-            break
+            break  # even the cheapest does not fit: nothing larger will
     verdict = (f"the largest that trains {rule.epochs} epochs in the budget" if fits >= rule.epochs else
                f"the cheapest, and it fits only ~{fits} of the {rule.epochs} epochs this data wants: give a longer "
                "--time-limit for a better model")
@@ -202,7 +202,8 @@ def plan_recipe(profile: DataProfile, given: dict[str, Any], time_limit_min: flo
     if given.get("fsdp") and values.get("ema"):
         values["ema"] = 0.0
         reasons.append("no EMA: --fsdp cannot keep an EMA copy of the sharded model yet")
-    settings = ", ".join(f"{k} {v}" for k, v in rule.settings.items() if k not in given)
+    overridden = given.keys() | given.get("model_args", {}).keys()
+    settings = ", ".join(f"{k} {v}" for k, v in rule.settings.items() if k not in overridden)
     reasons.append(f"training: {settings} (the row's; a flag overrides any)")
     return Plan(values, reasons)
 
