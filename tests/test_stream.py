@@ -171,3 +171,19 @@ def test_a_loader_never_closed_does_not_block_the_interpreters_exit(folder) -> N
                             capture_output=True, text=True, timeout=180, cwd=Path(__file__).parents[1])
     assert result.returncode == 0 and "built" in result.stdout, result.stderr
     assert time.monotonic() - began < 120
+
+
+def test_workers_outliving_their_loader_do_not_block_the_exit_either() -> None:
+    """The StepLoader collected while its DataLoader (and persistent workers) lives on: the exit hook kills the
+    workers it recorded, quietly (no 'worker killed' report from torch's SIGCHLD handler)."""
+    import subprocess
+    import sys
+
+    script = ("import gc\nfrom vitkit.data.stream import StepLoader\n"
+              "def build(epoch, step):\n    return step\n"
+              "loader = StepLoader(build, 1)\nbatches = loader.batches(0, range(2))\nnext(batches)\n"
+              "keep = loader.loader\ndel loader, batches\ngc.collect()\nprint('dropped')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == "dropped", result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

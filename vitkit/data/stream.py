@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util  # noqa: F401 - registers its exit hook (terminate, join children) before ours
 import os
 import re
 import signal
@@ -235,13 +236,25 @@ class _Keys:
 
 
 _open_loaders: weakref.WeakSet = weakref.WeakSet()
+_worker_slots: list[WorkerSlots] = []  # of every loader whose workers may still run
 
 
-def _close_open_loaders() -> None:
-    """At interpreter exit, before multiprocessing joins its children: the workers ignore SIGTERM (so that Ctrl-C
-    lets the run save first), so a loader nobody closed (a Trainer built but never run) would block the exit."""
+def _stop_workers_at_exit() -> None:
+    """Before multiprocessing's own exit hook (registered earlier, so run later), which terminates the daemonic
+    children and then joins them: the workers ignore SIGTERM (Ctrl-C is the training process's to handle), so a
+    loader nobody closed - a Trainer built but never run, or one dropped while its workers lived on - would block
+    the exit for ever. Open loaders are closed; any worker of ours still alive is killed."""
     for loader in list(_open_loaders):
         loader.close()
+    ours = {pid for slots in _worker_slots for pid in slots.pids if pid}
+    leftover = [child for child in multiprocessing.active_children() if child.pid in ours]  # live children only
+    if leftover and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report the kill as a worker failure
+    for child in leftover:
+        child.kill()
+
+
+atexit.register(_stop_workers_at_exit)
 
 
 class StepLoader:
@@ -269,9 +282,8 @@ class StepLoader:
                                  num_workers=workers, pin_memory=pin_memory, collate_fn=_identity,
                                  generator=torch.Generator().manual_seed(0), **options)
         if workers > 0:
-            if not _open_loaders:  # registered after multiprocessing's own exit hook, so it runs before it
-                atexit.unregister(_close_open_loaders)
-                atexit.register(_close_open_loaders)
+            live = {child.pid for child in multiprocessing.active_children()}
+            _worker_slots[:] = [slots for slots in _worker_slots if live & set(slots.pids)] + [self.slots]
             _open_loaders.add(self)
 
     def batches(self, epoch: int, steps: range) -> Iterator[Any]:
