@@ -37,11 +37,21 @@ class Group:
         return self.world > 1
 
 
+def launched_world() -> int:
+    """The number of processes torchrun started for this run (1 without torchrun)."""
+    return _env_int("WORLD_SIZE", 1)
+
+
+def single_process_device() -> torch.device:
+    """The device a one-process run trains on: the GPU where there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def start(device: str | torch.device | None = None) -> tuple[Group, torch.device]:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
-    world = _env_int("WORLD_SIZE", 1)
+    world = launched_world()
     if world <= 1:
-        return Group(), torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return Group(), torch.device(device) if device else single_process_device()
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if device is not None:
         chosen = torch.device(device)

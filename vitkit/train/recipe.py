@@ -21,7 +21,6 @@ them and from the papers named.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -215,7 +214,9 @@ def model_given(given: dict[str, Any]) -> bool:
 
 
 def in_distributed_run() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from .distributed import launched_world
+
+    return launched_world() > 1
 
 
 def measure_epoch(profile: DataProfile, batch_size: int, precision: str, device: torch.device,
@@ -247,9 +248,10 @@ def plan_for_data(data: str, task: str, given: dict[str, Any], val_fraction: flo
     """Profile ``data``, probe the candidates on this machine and plan the recipe (see the module docstring)."""
     from ..data.profile import profile_data
     from ..fast.precision import precision_choice
+    from .distributed import single_process_device
 
     profile = profile_data(data, task, val_fraction, seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = single_process_device()  # several processes probe nothing (see plan_recipe)
     precision, why = (given["precision"], "as given") if given.get("precision", "auto") != "auto" else \
         precision_choice(device)
     measure = None
