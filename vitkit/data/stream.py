@@ -298,7 +298,9 @@ class StepLoader:
             except StopIteration:
                 return
             except RuntimeError as error:
-                raise self._worker_died(error, iterator) from None
+                failure = self._worker_died(error, iterator)
+                self.close()  # else torch's SIGCHLD check keeps the dead worker and raises later, anywhere
+                raise failure from None
             if isinstance(item, _Failed):
                 where = f" while reading {item.path}" if item.path else ""
                 if item.user_error:
