@@ -11,7 +11,7 @@ from PIL import Image
 
 from vitkit.cli import build_parser
 from vitkit.commands.train import build_train_config
-from vitkit.data.profile import DataProfile, profile_data
+from vitkit.data.profile import DataProfile, guess_task, profile_data
 from vitkit.train import recipe
 from vitkit.train.recipe import RULES, candidates_for, choose, plan_recipe, rule_for
 
@@ -150,3 +150,21 @@ def test_the_probe_builds_the_candidate_with_its_own_options() -> None:
     tiny = recipe.Candidate("tiny", "vit_ti16", {"patch_size": 4, "depth": 1, "dim": 32, "heads": 2}, 40)
     seconds = recipe.measure_epoch(profile(items=16, side=40), 8, "fp32", torch.device("cpu"), steps=1)(tiny)
     assert 0 < seconds < 60
+
+
+def test_a_folder_of_videos_plans_a_video_run_without_task(tmp_path, monkeypatch) -> None:
+    videos, images = tmp_path / "clips", image_folder(tmp_path / "photos", [48] * 4)
+    for split in ("train", "val"):
+        for label in ("jump", "run"):
+            (videos / split / label).mkdir(parents=True)
+            for index in range(3):  # headers are never decoded by the guess: the suffix decides
+                (videos / split / label / f"{index}.avi").write_bytes(b"")
+    (videos / "train" / "notes.txt").write_text("a stray file the guess must pass over")
+    assert (guess_task(str(videos)), guess_task(str(images)), guess_task("mnist-5k")) == ("video", "image", "image")
+    monkeypatch.setattr(recipe, "measure_epoch", lambda *a, **k: lambda candidate: 0.01)
+    config = build_train_config(build_parser().parse_args(["train", "--data", str(videos), "--time-limit", "2"]))
+    assert config.task == "video" and config.model.startswith("vivit") and config.frames
+    assert config.plan[0].startswith("data: 6 training videos in 2 classes")
+    given = build_train_config(build_parser().parse_args(["train", "--data", str(images), "--task", "image",
+                                                          "--time-limit", "2"]))
+    assert given.task == "image"

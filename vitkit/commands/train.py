@@ -106,7 +106,7 @@ def build_train_config(args: argparse.Namespace):
     elif not values and args.task in (None, "image", "video"):
         from ..train.recipe import plan_for_data
 
-        plan = plan_for_data(data, args.task or "image", given, given.get("val_fraction", 0.2), given.get("seed", 0))
+        plan = plan_for_data(data, args.task, given, given.get("val_fraction", 0.2), given.get("seed", 0))
         values = {**plan.values, "plan": plan.reasons}
     model_args = {**values.get("model_args", {}), **given.pop("model_args")}
     values.update(given, data=data, model_args=model_args)

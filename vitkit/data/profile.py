@@ -48,6 +48,29 @@ def profile_data(data: str, task: str, val_fraction: float = 0.2, seed: int = 0)
     return DataProfile("image", len(paths), len(found.class_names), _median_side(paths, _image_size))
 
 
+def guess_task(data: str) -> str:
+    """``video`` for a folder whose first media file is a video, else ``image``: so ``vitkit train --data
+    PATH`` needs no ``--task`` for a video folder. Embedded sets and shards keep ``image`` (their recipe or the
+    user says otherwise)."""
+    import os
+
+    from .decode import is_image_file
+    from .video import is_video_file
+
+    root = Path(data)
+    if not root.is_dir():
+        return "image"
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            if is_video_file(path):
+                return "video"
+            if is_image_file(path):
+                return "image"
+    return "image"
+
+
 def _shard_profile(data: str, task: str) -> DataProfile:
     from .shards import open_shards
 

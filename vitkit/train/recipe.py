@@ -176,7 +176,7 @@ def plan_recipe(profile: DataProfile, given: dict[str, Any], time_limit_min: flo
     rule = rule_for(profile)
     reasons = [f"data: {profile.describe()} -> '{rule.name}' ({rule.evidence})"]
     values = {k: v for k, v in rule.settings.items() if k != "drop_path"}
-    values["batch_size"] = batch_for(rule, profile)
+    values.update(task=profile.task, batch_size=batch_for(rule, profile))
     model_args = {"drop_path": rule.settings["drop_path"]}
     budget_min = time_limit_min or rule.default_minutes
     if time_limit_min is None and "epochs" not in given:  # --epochs alone: exactly those epochs, no budget
@@ -244,13 +244,15 @@ def measure_epoch(profile: DataProfile, batch_size: int, precision: str, device:
     return epoch_seconds
 
 
-def plan_for_data(data: str, task: str, given: dict[str, Any], val_fraction: float = 0.2, seed: int = 0) -> Plan:
-    """Profile ``data``, probe the candidates on this machine and plan the recipe (see the module docstring)."""
-    from ..data.profile import profile_data
+def plan_for_data(data: str, task: str | None, given: dict[str, Any], val_fraction: float = 0.2,
+                  seed: int = 0) -> Plan:
+    """Profile ``data``, probe the candidates on this machine and plan the recipe (see the module docstring).
+    ``task`` None: ``video`` for a folder of videos, else ``image`` (the plan's values say which)."""
+    from ..data.profile import guess_task, profile_data
     from ..fast.precision import precision_choice
     from .distributed import single_process_device
 
-    profile = profile_data(data, task, val_fraction, seed)
+    profile = profile_data(data, task or guess_task(data), val_fraction, seed)
     device = single_process_device()  # several processes probe nothing (see plan_recipe)
     precision, why = (given["precision"], "as given") if given.get("precision", "auto") != "auto" else \
         precision_choice(device)
