@@ -97,7 +97,7 @@ def main() -> None:
     if args.child:
         return child(*args.child)
     old, new = (str(Path(p).resolve()) for p in (args.old, args.new))
-    print(f"| workload | old /s | new /s | new / old |\n|---|---:|---:|---:|")
+    print("| workload | old /s | new /s | new / old |\n|---|---:|---:|---:|")
     for workload in args.workloads.split(","):
         old_rate, new_rate = compare(old, new, workload, args.rounds, args.seconds)
         print(f"| {workload} | {old_rate:.2f} | {new_rate:.2f} | {new_rate / old_rate:.3f} |", flush=True)
