@@ -160,8 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if "best_val_accuracy" not in summary:  # ranks other than 0 of a distributed run report nothing
         return 0
-    print(f"\nbest val accuracy {summary['best_val_accuracy']:.2%} after {summary['epochs_done']} epochs "
-          f"({summary['train_minutes']:.1f} min); model in {summary['run']}")
+    print(f"\nbest model: val accuracy {summary['best_val_accuracy']:.2%} in fp32 (epoch lines: the run's precision); "
+          f"{summary['epochs_done']} epochs, {summary['train_minutes']:.1f} min; model in {summary['run']}")
     print("plots: " + ", ".join(summary["plots"]))
     return 0
 
@@ -393,7 +393,7 @@ def register(add) -> None:
     predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")
     predict.add_argument("--merge", type=int, default=0, metavar="R",
                          help="token merging: merge R token pairs per block (faster, approximate; see docs/speed.md)")
-    predict.add_argument("--views", default="2x3", metavar="CLIPSxCROPS", help="video models: views per video, averaged")
+    predict.add_argument("--views", default="2x3", metavar="CLIPSxCROPS", help="video: views per video, averaged")
     predict.add_argument("--heap", choices=HEAP_GOALS, default="auto", help=heap_help)
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.add_argument("--workers", type=int, default=None,
