@@ -50,3 +50,50 @@ def test_eval_of_a_segmentation3d_run_matches_its_ply_predictions(tmp_path, caps
     assert abs(metrics["miou"] - float(np.mean(ious))) < 1e-9
     assert metrics["points"] == 2 * 3 * 400
     assert "mIoU" in capsys.readouterr().out
+
+
+def _ply(path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """A bare scan: x y z and colours only (no normals, no labels), as most exported scans are."""
+    vertex = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
+                                       ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = xyz[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = rgb[:, i]
+    from plyfile import PlyElement
+
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
+
+
+def test_predict_segments_bare_plys_and_s3dis_rooms(tmp_path, capsys) -> None:
+    torch.manual_seed(0)
+    model = vitkit.create_model("swin3d_tiny", num_classes=13).eval()
+    run = save_model(tmp_path / "run", model, class_names=list(S3DIS_CLASSES), voxel_size=0.1,
+                     train={"task": "segmentation3d"})
+    rng = np.random.default_rng(0)
+    xyz = (rng.random((3000, 3)) * [4, 3, 2.5]).astype(np.float32)
+    rgb = rng.integers(0, 256, (3000, 3)).astype(np.uint8)
+    order = rng.permutation(3000)
+    _ply(tmp_path / "scan.ply", xyz, rgb)
+    (tmp_path / "shuffled").mkdir()
+    _ply(tmp_path / "shuffled" / "scan_shuffled.ply", xyz[order], rgb[order])
+    _s3dis_room(tmp_path / "rooms", 1)
+    assert main(["predict", str(run), str(tmp_path / "scan.ply"), str(tmp_path / "shuffled"),
+                 str(tmp_path / "rooms")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and "3,000 points" in printed[0] and "1,200 points" in printed[2]
+    read = {p.stem: PlyData.read(str(p))["vertex"] for p in (run / "predict").glob("*.ply")}
+    assert set(read) == {"scan", "scan_shuffled", "Area_1_room_1"}
+    plain, shuffled = read["scan"], read["scan_shuffled"]
+    assert np.allclose(np.stack([plain[a] for a in "xyz"], 1), xyz)  # every point written back, in order
+    assert np.array_equal(shuffled["pred"], plain["pred"][order])  # permuting points permutes the predictions
+    assert len(np.unique(plain["pred"])) > 1 and (plain["label"] == -1).all()
+    colours = np.stack([plain[c] for c in ("red", "green", "blue")], 1)
+    from matplotlib import colormaps
+
+    tab20 = (np.array([colormaps["tab20"](i)[:3] for i in range(13)]) * 255).astype(np.uint8)
+    assert np.array_equal(colours, tab20[plain["pred"]])  # coloured by predicted class
+    model.classifier[-1].bias.data[S3DIS_CLASSES.index("chair")] = 1e4  # a head that always says chair
+    save_model(run, model, class_names=list(S3DIS_CLASSES), voxel_size=0.1, train={"task": "segmentation3d"})
+    assert main(["predict", str(run), str(tmp_path / "scan.ply")]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'scan.ply'}: 3,000 points -> chair 100%;")

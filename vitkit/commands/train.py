@@ -206,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     streamed = args.data not in EMBEDDED and args.data != moving_digits.NAME  # folders, shards: batch by batch
     val = (StreamedVideoEvalSet(args.data, prep, class_names, _views(args.views)) if streamed else
            prep.eval_set(args.data, class_names)) if video else \
-        StreamedEvalSet(args.data, prep, args.batch_size) if streamed else _eval_set(args.data, prep.short_side)
+        StreamedEvalSet(args.data, prep, args.batch_size) if streamed else EMBEDDED[args.data].load(prep.short_side)[1]
     if val.class_names != class_names:
         raise VitkitError(f"{args.data} has classes {val.class_names} but the model was trained on {class_names}")
     if streamed:
@@ -242,13 +242,6 @@ def _views(text: str) -> tuple[int, int]:
     return int(clips), int(crops)
 
 
-def _eval_set(data: str, short_side: int):
-    """The test split of an embedded set (folders and shards are streamed: ``StreamedEvalSet``)."""
-    from ..data.datasets import EMBEDDED
-
-    return EMBEDDED[data].load(short_side)[1]
-
-
 def _open_for_inference(args: argparse.Namespace):
     """``vitkit.open`` of the command's model on ``--device``, with ``--merge`` and ``--int8`` when asked."""
     from ..inference import open_model
@@ -262,8 +255,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.video import is_video_file
     from ..errors import VitkitError
     from ..inference import Classifier
-    from ..train import report
+    from ..train import report, seg3d_eval, segmentation3d
 
+    if segmentation3d.is_segmentation3d_run(args.run):  # point clouds: coloured PLY predictions
+        return seg3d_eval.predict_from_args(args)
     tune_heap(args.heap)
     classifier = Classifier(_open_for_inference(args), top_k=args.top_k, batch_size=64, views=_views(args.views))
     video = classifier.opened.is_video
@@ -383,11 +378,11 @@ def register(add) -> None:
     evaluate.add_argument("--workers", type=int, default=None,
                           help="image decoding worker processes (default: the cores less one, at most 16)")
 
-    predict = add("predict", cmd_predict, "classify image (or video) files or folders with a trained run",
+    predict = add("predict", cmd_predict, "classify image or video files (or segment 3-D scans) with a trained run",
                   ["vitkit predict runs/pets cat.jpg dog.png",
                    "vitkit predict runs/pets photos/ --top-k 3 --format csv > predictions.csv"])
     predict.add_argument("run", help="run folder (or any vitkit model folder)")
-    predict.add_argument("inputs", nargs="+", help="image (or video) files or folders")
+    predict.add_argument("inputs", nargs="+", help="image or video files or folders (segmentation3d: scans)")
     predict.add_argument("--top-k", type=positive_int, default=1, help="classes to show per input")
     predict.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     predict.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the Linear layers (CPU)")

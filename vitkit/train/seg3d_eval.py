@@ -1,11 +1,13 @@
-"""``vitkit eval`` of a segmentation3d run on labelled scans: mIoU, per-class IoU, the confusion matrix, and each
-scan's predictions written back as a PLY coloured by predicted class.
+"""``vitkit eval`` of a segmentation3d run on labelled scans (mIoU, per-class IoU, the confusion matrix) and
+``vitkit predict`` on any scans; both write each scan back as a PLY coloured by predicted class.
 
     vitkit eval runs/indoor-rooms-swin3d_tiny --data ../shared/data/s3dis_samples
+    vitkit predict runs/indoor-rooms-swin3d_tiny scan.ply more_scans/
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,17 @@ def eval_scans(data: str, val_count: int = 6) -> list[PointCloud]:
     """The scans ``vitkit eval`` scores: the held-out rooms of ``indoor-rooms``, or every scan of a folder."""
     if data == indoor_rooms.NAME:
         return load_scans(data, 0, val_count)[1]
-    scans = [read_scan(p) for p in find_scans(Path(data))]
+    scans = [_with_normals(read_scan(p)) for p in find_scans(Path(data))]
     for scan in scans:
         if scan.labels is None:
             raise VitkitError(f"{scan.name}: the scan has no labels; `vitkit eval` needs labelled scans")
-        if scan.normal is None:
-            scan.normal = estimate_normals(scan.xyz)
     return scans
+
+
+def _with_normals(scan: PointCloud) -> PointCloud:
+    if scan.normal is None:  # the model's input has normals; PLYs without them get estimated ones
+        scan.normal = estimate_normals(scan.xyz)
+    return scan
 
 
 def class_colours(count: int) -> np.ndarray:
@@ -73,12 +79,19 @@ def evaluate_run(run_dir: str | Path, data: str, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report.plot_confusion(out / "confusion_matrix.png", metrics["confusion_matrix"], list(class_names))
-    with torch.no_grad():
-        for i, scan in enumerate(scans):
-            predicted = logits_of(model, make_batch([scan], voxel_size)).argmax(1).numpy()
-            name = (scan.name or f"scan{i}").replace("/", "_")
-            write_prediction_ply(out / "ply" / f"{i:03d}-{name}.ply", scan, predicted, class_names)
+    for i, scan in enumerate(scans):
+        name = (scan.name or f"scan{i}").replace("/", "_")
+        write_prediction_ply(out / "ply" / f"{i:03d}-{name}.ply", scan, predict_scan(model, scan, voxel_size),
+                             class_names)
     return metrics
+
+
+@torch.no_grad()
+def predict_scan(model: torch.nn.Module, scan: PointCloud, voxel_size: float) -> np.ndarray:
+    """The predicted class of every point of ``scan``."""
+    if scan.labels is None:  # a batch carries labels; -1 is "unknown" everywhere
+        scan = dataclasses.replace(scan, labels=np.full(len(scan), -1, dtype=np.int64))
+    return logits_of(model, make_batch([scan], voxel_size)).argmax(1).numpy()
 
 
 def print_metrics(metrics: dict[str, Any], out: Path) -> None:
@@ -97,4 +110,21 @@ def run_from_args(args: Any) -> int:
     out = Path(args.out or Path(args.run) / "eval")
     refuse_existing([out / "metrics.json", out / "confusion_matrix.png"], overwrite=args.overwrite)
     print_metrics(evaluate_run(args.run, args.data, out), out)
+    return 0
+
+
+def predict_from_args(args: Any) -> int:
+    """``vitkit predict RUN SCAN...`` for a segmentation3d run: every scan (a PLY file, an S3DIS room, a ScanNet
+    scene, or a folder of them) written to ``RUN/predict/`` coloured by predicted class, its class shares printed."""
+    model, meta = load_model(args.run)
+    class_names, voxel_size = tuple(meta["class_names"]), float(meta["voxel_size"])
+    out = Path(args.run) / "predict"  # derived files: a new prediction of the same scan replaces the old one
+    for path in (p for item in args.inputs for p in find_scans(Path(item))):
+        scan = _with_normals(read_scan(path))
+        predicted = predict_scan(model, scan, voxel_size)
+        target = out / f"{(scan.name or path.stem).replace('/', '_')}.ply"
+        write_prediction_ply(target, scan, predicted, class_names)
+        shares = np.bincount(predicted, minlength=len(class_names)) / len(predicted)
+        top = ", ".join(f"{class_names[c]} {shares[c]:.0%}" for c in np.argsort(-shares)[:3] if shares[c] > 0)
+        print(f"{path}: {len(scan):,} points -> {top}; {target}")
     return 0
