@@ -97,3 +97,38 @@ def test_predict_segments_bare_plys_and_s3dis_rooms(tmp_path, capsys) -> None:
     save_model(run, model, class_names=list(S3DIS_CLASSES), voxel_size=0.1, train={"task": "segmentation3d"})
     assert main(["predict", str(run), str(tmp_path / "scan.ply")]) == 0
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'scan.ply'}: 3,000 points -> chair 100%;")
+
+
+def test_explain_draws_one_points_window_attention(tmp_path, capsys) -> None:
+    from vitkit.data.points.pipeline import make_batch
+    from vitkit.explain.points import window_attention
+    from vitkit.train.seg3d_eval import scan_for_prediction, with_labels
+
+    torch.manual_seed(0)
+    model = vitkit.create_model("swin3d_tiny", num_classes=13, depths=(2, 1, 2, 1, 1)).eval()  # + shifted
+    run = save_model(tmp_path / "run", model, class_names=list(S3DIS_CLASSES), voxel_size=0.1,
+                     train={"task": "segmentation3d"})
+    rng = np.random.default_rng(1)
+    _ply(tmp_path / "scan.ply", (rng.random((2000, 3)) * [3, 3, 2]).astype(np.float32),
+         rng.integers(0, 256, (2000, 3)).astype(np.uint8))
+    scan = scan_for_prediction(tmp_path / "scan.ply")
+    stage = model.stages[0]
+    for layer in range(len(stage.blocks)):  # regular and shifted windows
+        found = window_attention(model, scan, 0.1, 7, layer)
+        voxels = make_batch([with_labels(scan)], 0.1).inputs
+        plan = stage.plans(voxels.voxels)[layer % 2][0]
+        window_of_point = plan.window_of[voxels.point_to_voxel].numpy()
+        in_window = window_of_point == window_of_point[7]  # the window plan_windows puts point 7's voxel in
+        assert np.array_equal(~np.isnan(found.weights), in_window)
+        per_voxel = {int(v): w for v, w in zip(voxels.point_to_voxel[in_window], found.weights[in_window])}
+        assert len(per_voxel) == found.window_voxels and abs(sum(per_voxel.values()) - 1) < 1e-5  # a softmax row
+    heads = [window_attention(model, scan, 0.1, 7, 0, head) for head in range(stage.blocks[0].attn.heads)]
+    mean = np.mean([h.weights for h in heads], axis=0)
+    assert np.allclose(mean, window_attention(model, scan, 0.1, 7, 0).weights, atol=1e-6, equal_nan=True)
+    out = tmp_path / "figures"
+    assert main(["explain", str(run), str(tmp_path / "scan.ply"), "--point", "7", "--out", str(out)]) == 0
+    png = out / f"scan.point7.block{len(stage.blocks) - 1}.png"
+    from PIL import Image
+
+    assert Image.open(png).size == (1500, 540) and "point 7 (" in capsys.readouterr().out
+    assert main(["explain", str(run), str(tmp_path / "scan.ply"), "--point", "5000", "--out", str(out)]) == 2

@@ -16,7 +16,10 @@ MAX_COLUMNS = 7  # 12 heads + the input make two rows
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain, figure_size, load_crop, save_figure, to_input
     from ..inference import open_model
+    from ..train.segmentation3d import is_segmentation3d_run
 
+    if is_segmentation3d_run(args.source):  # a 3-D scan: one point's window attention
+        return _explain_scan(args)
     opened = open_model(args.source, args.device)
     model, config = opened.model, opened.model.config
     if opened.is_video:  # a video model (ViViT)
@@ -133,6 +136,27 @@ def _suffix(args: argparse.Namespace, config: Any) -> str:
     return f"attention-layer{args.layer % config.depth}{head}"
 
 
+def _explain_scan(args: argparse.Namespace) -> int:
+    """The window attention of ``--point`` in block ``--layer`` of a Swin3D run's first stage, from three views."""
+    from ..explain.points import render, window_attention
+    from ..store import load_model
+    from ..train.seg3d_eval import scan_for_prediction
+
+    model, meta = load_model(args.source)
+    scan = scan_for_prediction(Path(args.image))
+    point = args.point if args.point is not None else int(((scan.xyz - scan.xyz.mean(0)) ** 2).sum(1).argmin())
+    found = window_attention(model, scan, float(meta["voxel_size"]), point, args.layer, args.head)
+    classes = meta["class_names"]
+    heads = "mean over heads" if args.head is None else f"head {args.head}"
+    title = (f"point {point} ({classes[found.predicted]}): block {found.block} of stage 1, {heads}, "
+             f"{found.window_voxels} voxels in its window")
+    path = Path(args.out) / f"{Path(args.image).stem}.point{point}.block{found.block}.png"
+    refuse_existing([path], overwrite=args.overwrite)
+    render(path, scan, found, title)
+    print(f"{path}: {title}")
+    return 0
+
+
 def register(add) -> None:
     from ..inference.device import DEVICE_HELP
 
@@ -142,7 +166,8 @@ def register(add) -> None:
                   ["vitkit explain runs/pets cat.jpg",
                    "vitkit explain runs/pets cat.jpg --method attention --layer 11 --head 3",
                    "vitkit explain runs/pets cat.jpg --method grad-rollout --target dog",
-                   "vitkit explain runs/digits clip.mp4 --out explain/clips"])
+                   "vitkit explain runs/digits clip.mp4 --out explain/clips",
+                   "vitkit explain runs/rooms scan.ply --point 1234"])
     explain.add_argument("source", metavar="RUN_OR_SOURCE",
                          help="a vitkit model folder (from `vitkit train`), a timm / Hugging Face / torchvision / JAX "
                               "checkpoint that `vitkit.load` reads, or a model name (random weights)")
@@ -151,7 +176,10 @@ def register(add) -> None:
     explain.add_argument("--method", choices=["attention", "rollout", "grad-rollout"], default="rollout",
                          help="attention: one layer, a panel per head; rollout: all layers (Abnar & Zuidema "
                               "2020); grad-rollout: class-specific (Chefer et al. 2021). Default rollout")
-    explain.add_argument("--layer", type=int, default=-1, help="layer for --method attention (default -1, the last)")
+    explain.add_argument("--layer", type=int, default=-1, help="layer for --method attention (default -1, the last); "
+                         "a 3-D scan: block of the first stage")
+    explain.add_argument("--point", type=int, default=None,
+                         help="a 3-D scan: the point whose window attention is drawn (default: nearest the centre)")
     explain.add_argument("--head", type=int, default=None, help="one head for --method attention (default: all)")
     explain.add_argument("--target", default=None, metavar="CLASS",
                          help="class to explain with grad-rollout, by name or index (default: the predicted one)")

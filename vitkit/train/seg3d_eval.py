@@ -36,6 +36,11 @@ def eval_scans(data: str, val_count: int = 6) -> list[PointCloud]:
     return scans
 
 
+def scan_for_prediction(path: Path) -> PointCloud:
+    """A scan of any layout (a PLY file, an S3DIS room, a ScanNet scene), with normals, labels optional."""
+    return _with_normals(read_scan(path))
+
+
 def _with_normals(scan: PointCloud) -> PointCloud:
     if scan.normal is None:  # the model's input has normals; PLYs without them get estimated ones
         scan.normal = estimate_normals(scan.xyz)
@@ -89,9 +94,14 @@ def evaluate_run(run_dir: str | Path, data: str, out: str | Path | None = None,
 @torch.no_grad()
 def predict_scan(model: torch.nn.Module, scan: PointCloud, voxel_size: float) -> np.ndarray:
     """The predicted class of every point of ``scan``."""
-    if scan.labels is None:  # a batch carries labels; -1 is "unknown" everywhere
-        scan = dataclasses.replace(scan, labels=np.full(len(scan), -1, dtype=np.int64))
-    return logits_of(model, make_batch([scan], voxel_size)).argmax(1).numpy()
+    return logits_of(model, make_batch([with_labels(scan)], voxel_size)).argmax(1).numpy()
+
+
+def with_labels(scan: PointCloud) -> PointCloud:
+    """``scan``, with every label -1 ("unknown") where it has none: a batch carries labels."""
+    if scan.labels is not None:
+        return scan
+    return dataclasses.replace(scan, labels=np.full(len(scan), -1, dtype=np.int64))
 
 
 def print_metrics(metrics: dict[str, Any], out: Path) -> None:
@@ -120,7 +130,7 @@ def predict_from_args(args: Any) -> int:
     class_names, voxel_size = tuple(meta["class_names"]), float(meta["voxel_size"])
     out = Path(args.run) / "predict"  # derived files: a new prediction of the same scan replaces the old one
     for path in (p for item in args.inputs for p in find_scans(Path(item))):
-        scan = _with_normals(read_scan(path))
+        scan = scan_for_prediction(path)
         predicted = predict_scan(model, scan, voxel_size)
         target = out / f"{(scan.name or path.stem).replace('/', '_')}.ply"
         write_prediction_ply(target, scan, predicted, class_names)

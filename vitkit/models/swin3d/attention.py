@@ -16,8 +16,9 @@ from .windows import WindowPlan
 
 
 def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: WindowPlan, signals: torch.Tensor,
-                       crse: ContextualRSE | None) -> torch.Tensor:
-    """[V, heads, head_dim] attention outputs; ``q`` (pre-scaled), ``k``, ``v`` are [V, heads, head_dim]."""
+                       crse: ContextualRSE | None, keep: list | None = None) -> torch.Tensor:
+    """[V, heads, head_dim] attention outputs; ``q`` (pre-scaled), ``k``, ``v`` are [V, heads, head_dim].
+    ``keep``: a list that receives ``(index, mask, weights)`` per size class ([W, K], [W, K], [W, H, K, K])."""
     out = torch.empty_like(v)
     if crse is not None:
         # All axes' tables end to end: one [sum L_a, heads, head_dim] table per kind, cells offset per axis.
@@ -42,6 +43,8 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: 
             logits = logits + per_key.gather(3, flat_t).view(w, h, n, n, axes).sum(-1).transpose(-1, -2)
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
         weights = torch.softmax(logits, dim=-1)
+        if keep is not None:  # vitkit explain on scans (explain/points.py)
+            keep.append((idx, mask, weights.detach()))
         result = weights @ vw  # [W, H, K, D]
         if crse is not None:
             binned = weights.new_zeros(*shape[:3], tables[2].shape[0]).scatter_add_(
@@ -64,8 +67,10 @@ class WindowAttention(nn.Module):
         self.crse = ContextualRSE(signals, window_size, quant_size, heads, self.head_dim) if signals else None
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.recorded: list | None = None
+        """Set to a list to collect the attention weights of the next forward (see ``windowed_attention``)."""
 
     def forward(self, feats: torch.Tensor, plan: WindowPlan, signals: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(feats).view(feats.shape[0], 3, self.heads, self.head_dim).unbind(1)
-        out = windowed_attention(q * self.scale, k, v, plan, signals, self.crse)
+        out = windowed_attention(q * self.scale, k, v, plan, signals, self.crse, self.recorded)
         return self.proj(out.reshape(feats.shape[0], -1))
