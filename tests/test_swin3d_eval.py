@@ -102,7 +102,7 @@ def test_predict_segments_bare_plys_and_s3dis_rooms(tmp_path, capsys) -> None:
 def test_explain_draws_one_points_window_attention(tmp_path, capsys) -> None:
     from vitkit.data.points.pipeline import make_batch
     from vitkit.explain.points import window_attention
-    from vitkit.train.seg3d_eval import scan_for_prediction, with_labels
+    from vitkit.train.seg3d_eval import scan_for_prediction
 
     torch.manual_seed(0)
     model = vitkit.create_model("swin3d_tiny", num_classes=13, depths=(2, 1, 2, 1, 1)).eval()  # + shifted
@@ -115,7 +115,7 @@ def test_explain_draws_one_points_window_attention(tmp_path, capsys) -> None:
     stage = model.stages[0]
     for layer in range(len(stage.blocks)):  # regular and shifted windows
         found = window_attention(model, scan, 0.1, 7, layer)
-        voxels = make_batch([with_labels(scan)], 0.1).inputs
+        voxels = make_batch([scan], 0.1).inputs
         plan = stage.plans(voxels.voxels)[layer % 2][0]
         window_of_point = plan.window_of[voxels.point_to_voxel].numpy()
         in_window = window_of_point == window_of_point[7]  # the window plan_windows puts point 7's voxel in

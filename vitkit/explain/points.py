@@ -38,9 +38,9 @@ def window_attention(model: torch.nn.Module, scan: PointCloud, voxel_size: float
                      head: int | None = None) -> PointAttention:
     """The attention of ``point``'s voxel in block ``layer`` of the first stage (the finest voxels)."""
     from ..data.points.pipeline import make_batch
-    from ..train.seg3d_eval import with_labels
-    from ..train.segmentation3d import logits_of
 
+    if not hasattr(model, "stages"):
+        raise VitkitError(f"{type(model).__name__} has no window attention to draw; explain needs a Swin3D run")
     if not 0 <= point < len(scan):
         raise VitkitError(f"--point {point} is outside the scan (0 .. {len(scan) - 1})")
     blocks = model.stages[0].blocks
@@ -49,11 +49,11 @@ def window_attention(model: torch.nn.Module, scan: PointCloud, voxel_size: float
     attention = blocks[layer].attn
     if head is not None and not 0 <= head < attention.heads:
         raise VitkitError(f"--head {head}: the first stage has {attention.heads} heads (0 .. {attention.heads - 1})")
-    batch = make_batch([with_labels(scan)], voxel_size)
+    batch = make_batch([scan], voxel_size)
     attention.recorded = []
     try:
         with torch.no_grad():
-            predicted = int(logits_of(model, batch)[point].argmax())
+            predicted = int(model(batch.inputs)[point].argmax())
         recorded = attention.recorded
     finally:
         attention.recorded = None

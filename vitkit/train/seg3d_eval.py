@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -94,14 +93,7 @@ def evaluate_run(run_dir: str | Path, data: str, out: str | Path | None = None,
 @torch.no_grad()
 def predict_scan(model: torch.nn.Module, scan: PointCloud, voxel_size: float) -> np.ndarray:
     """The predicted class of every point of ``scan``."""
-    return logits_of(model, make_batch([with_labels(scan)], voxel_size)).argmax(1).numpy()
-
-
-def with_labels(scan: PointCloud) -> PointCloud:
-    """``scan``, with every label -1 ("unknown") where it has none: a batch carries labels."""
-    if scan.labels is not None:
-        return scan
-    return dataclasses.replace(scan, labels=np.full(len(scan), -1, dtype=np.int64))
+    return logits_of(model, make_batch([scan], voxel_size)).argmax(1).numpy()
 
 
 def print_metrics(metrics: dict[str, Any], out: Path) -> None:
