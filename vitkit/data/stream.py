@@ -299,7 +299,11 @@ class StepLoader:
                 return
             except RuntimeError as error:
                 failure = self._worker_died(error, iterator)
-                self.close()  # else torch's SIGCHLD check keeps the dead worker and raises later, anywhere
+                # Else torch's SIGCHLD check keeps the dead worker registered while anything (a traceback) holds
+                # this iterator, and raises at the next child exit, anywhere. An epoch stream's iterator is not
+                # the loader's own (no persistent workers), so close() alone would miss it.
+                _shutdown(iterator)
+                self.close()
                 raise failure from None
             if isinstance(item, _Failed):
                 where = f" while reading {item.path}" if item.path else ""
@@ -331,10 +335,14 @@ class StepLoader:
 
     def close(self) -> None:
         """Stop the worker processes (persistent workers otherwise live until the loader is collected)."""
-        iterator = getattr(self.loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
+        _shutdown(getattr(self.loader, "_iterator", None))
         self.loader._iterator = None
+
+
+def _shutdown(iterator: Any) -> None:
+    """Stop a DataLoader iterator's workers and unregister them from torch's SIGCHLD check."""
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
 
 
 def _identity(item: Any) -> Any:
