@@ -89,3 +89,21 @@ def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subpro
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_loader_workers(request):
+    """After a test that kills or stalls loader workers on purpose, shut down every DataLoader iterator it left
+    behind (held by a traceback until the cyclic GC runs): a dead worker still registered with torch's SIGCHLD
+    check makes the next child exit anywhere in this process raise, inside whichever later test is running."""
+    yield
+    if request.node.module.__name__ not in ("test_stream", "test_shards", "test_video_stream"):
+        return
+    import gc
+
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    gc.collect()
+    for thing in gc.get_objects():
+        if isinstance(thing, _MultiProcessingDataLoaderIter):
+            thing._shutdown_workers()
