@@ -148,11 +148,33 @@ def test_video_init_from_an_image_vit_inflates_it(videos, tmp_path) -> None:
 @pytest.mark.parametrize("changes, message", [
     ({"model": "vit_ti16", "model_args": {}}, "--task video needs a video model"),
     ({"task": "image"}, "is a video model: add --task video"),
-    ({"mixup": 0.2}, "--mixup and --cutmix are for images only"),
 ])
 def test_video_task_mismatches_are_one_clear_error(videos, tmp_path, changes, message) -> None:
     with pytest.raises(VitkitError, match=message):
         Trainer(video_config(videos, tmp_path / "run", **changes))
+
+
+@pytest.mark.parametrize("mixup, cutmix", [(0.8, 0.0), (0.0, 1.0)])
+def test_video_mixup_and_cutmix_mix_each_clip_with_its_partner(videos, tmp_path, mixup, cutmix) -> None:
+    task = Trainer(video_config(videos, tmp_path / "run", mixup=mixup, cutmix=cutmix)).task
+    indices, where = [0, 5, 7, 11], (0, 1, 3)
+    mixed, targets = task.batch(indices, where)
+    clips, labels = task.clips(indices, where, [0, 1, 2, 3])
+    partner = [3, 2, 1, 0]
+    own_share = targets[range(4), labels.argmax(1)]
+    assert labels[0].argmax() != labels[3].argmax() and bool((own_share < 1).all()), "the targets are mixed"
+    if cutmix == 0:
+        lam = float(own_share[0])
+        assert torch.allclose(mixed, lam * clips + (1 - lam) * clips[partner], atol=1e-4)
+    else:  # one box, the same in every frame and channel, holds the partner's pixels; the rest is the clip's own
+        from_partner = (mixed == clips[partner]) & (mixed != clips)
+        box = from_partner[0, 0, 0]
+        assert box.any() and torch.equal(from_partner.any(dim=(0, 1, 2)), box)
+        assert torch.equal(mixed[..., ~box], clips[..., ~box])
+        lam = 1 - float(box.float().mean())
+    assert torch.allclose(targets, lam * labels + (1 - lam) * labels[partner])
+    top, _ = task.batch(indices, where, range(0, 2))  # a process that builds half the batch gets its rows
+    assert torch.equal(top, mixed[:2])
 
 
 def test_moving_digits_trains_through_the_same_loop(tmp_path) -> None:

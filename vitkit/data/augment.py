@@ -1,5 +1,5 @@
 """Image augmentation in plain tensor code (no torchvision): crops, flips, TrivialAugment-Wide / RandAugment,
-mixup and cutmix.
+mixup and cutmix (the last two also for video clips: they touch only the last two, spatial, dimensions).
 
 Every random choice draws from an explicit ``torch.Generator``, so a batch is a pure function of
 (seed, epoch, step): that is what makes a resumed run bit-identical to an uninterrupted one.
@@ -331,6 +331,20 @@ def apply_mix(images: torch.Tensor, targets: torch.Tensor, partners: torch.Tenso
         images = images.clone()
         images[..., top:bottom, left:right] = partners[..., top:bottom, left:right]
     return images, draw.lam * targets + (1 - draw.lam) * partner_targets
+
+
+def mix_rows(rows: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]], positions: list[int],
+             batch_size: int, draw: MixDraw | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``positions`` of a global batch of ``batch_size``, each mixed with its partner (position B-1-p) as
+    ``draw`` says. ``rows(ps)`` builds the inputs and soft targets of positions ``ps``; each is built once, so a
+    process that builds a shard of the batch gets exactly the matching rows of the one-process batch."""
+    if draw is None:
+        return rows(positions)
+    wanted = sorted(set(positions) | {batch_size - 1 - p for p in positions})
+    inputs, targets = rows(wanted)
+    row = {p: i for i, p in enumerate(wanted)}
+    own, partner = [row[p] for p in positions], [row[batch_size - 1 - p] for p in positions]
+    return apply_mix(inputs[own], targets[own], inputs[partner], targets[partner], draw)
 
 
 def _beta(alpha: float, g: torch.Generator) -> float:

@@ -70,7 +70,7 @@ class StreamedVideoSet(StreamedSet):
 
 
 def train_clips_from_files(data: StreamedVideoSet, indices: list[int], num_classes: int, where: tuple[int, int, int],
-                           positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           positions: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``positions`` of the training batch ``indices`` at ``where`` = (seed, epoch, step): the clips and
     one-hot targets the in-memory ``VideoTask.batch`` builds. An unusable video's position takes the next usable
     video of the batch (its clip still drawn with the position's own seed)."""

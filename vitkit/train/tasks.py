@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..data.datasets import load_datasets
-from ..data.pipeline import Preprocess, sample_seed, train_batch
+from ..data.augment import MixDraw, draw_mix, mix_rows
+from ..data.pipeline import Preprocess, batch_generator, sample_seed, train_batch
 from ..data.video_preprocess import VideoPreprocess, video_preprocess  # noqa: F401 (VideoPreprocess: re-exported)
 from ..errors import VitkitError
 from .config import TrainConfig
@@ -88,8 +89,7 @@ class VideoTask:
     def __init__(self, config: TrainConfig, image_size: int, num_frames: int) -> None:
         from ..data.video import ClipSampler
 
-        if config.mixup or config.cutmix:
-            raise VitkitError("--mixup and --cutmix are for images only; drop them for --task video")
+        self.mix = (config.mixup, config.cutmix)
         low, high = config.crop_scale  # an area fraction, as for images; the sampler takes a side fraction
         self.sampler = ClipSampler(num_frames, config.frame_sampling, config.frame_stride, image_size,  # type: ignore[arg-type]
                                    config.mean, config.std, (math.sqrt(low), math.sqrt(high)), config.flip)
@@ -120,13 +120,26 @@ class VideoTask:
 
     def batch(self, indices: list[int], where: tuple[int, int, int],
               positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = range(len(indices)) if positions is None else positions
+        """Rows ``positions`` (default: all) of the training batch ``indices``; ``where`` is (seed, epoch, step).
+        Mixup / CutMix pair each clip with position B-1-p, as for images (the same box in every frame)."""
+        wanted = list(range(len(indices)) if positions is None else positions)
+        draw = mix_draw(where, self.mix, self.sampler.size)
+        return mix_rows(lambda ps: self.clips(indices, where, ps), wanted, len(indices), draw)
+
+    def clips(self, indices: list[int], where: tuple[int, int, int],
+              positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unmixed training clips and one-hot targets of ``positions`` of the batch ``indices``."""
         clips = [self.train_set.clip_at(indices[p], True, random.Random(sample_seed(*where, p))) for p in positions]
         labels = torch.tensor([self.train_set.labels[indices[p]] for p in positions])
         return torch.stack(clips), nn.functional.one_hot(labels, len(self.class_names)).float()
 
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
         return evaluate_clips(model, self.val_set, precision=precision)
+
+
+def mix_draw(where: tuple[int, int, int], mix: tuple[float, float], size: int) -> MixDraw | None:
+    """The batch's mixup / cutmix draw (None when both are off), a pure function of ``where``."""
+    return draw_mix(batch_generator(*where), mix[0], mix[1], (size, size))
 
 
 def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> tuple[Any, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..data.augment import mix_rows
 from ..data.cache import BUDGET_SHARE, CachePlan, available_memory, plan_cache
 from ..data.shards import ShardBatches, ShardPlan, ShardSet, is_shard_spec, label_of, open_shards, sample_bytes
 from ..data.stream import StepBatch
@@ -28,7 +29,7 @@ from ..data.video_stream import FileVideos, StreamedVideoSet, train_clips_from_f
 from .config import TrainConfig
 from .feed import processes_per_machine, resolve_workers
 from .stream_tasks import ChunkEval, ShardEval, ShardSplits, StreamedEvalSet, evaluate_stream, predict_stream
-from .tasks import VideoTask
+from .tasks import VideoTask, mix_draw
 
 EVAL_VIDEOS = 8
 """Videos per evaluation chunk (each one clip, or clips x crops views)."""
@@ -71,8 +72,8 @@ class StreamedVideoTask(VideoTask):
         return tuple(StreamedVideoSet(FileVideos(splits[s][0], self.sampler, self.short_side), splits[s][1], names)
                      for s in ("train", "val"))  # type: ignore[return-value]
 
-    def batch(self, indices: list[int], where: tuple[int, int, int],
-              positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def clips(self, indices: list[int], where: tuple[int, int, int],
+              positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return train_clips_from_files(self.train_set, indices, len(self.class_names), where, positions)
 
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
@@ -100,13 +101,16 @@ def _clip_set(chunk: list[dict[str, Any]], sampler: ClipSampler, short_side: int
 class VideoShardBatches(ShardBatches):
     """``ShardBatches`` (the same order, lanes and resume) whose samples are videos cut into training clips."""
 
-    def __init__(self, plan: ShardPlan, rank: int, sampler: ClipSampler, short_side: int) -> None:
-        self.plan, self.rank, self.sampler, self.short_side = plan, rank, sampler, short_side
+    def __init__(self, plan: ShardPlan, rank: int, sampler: ClipSampler, short_side: int,
+                 mix: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.plan, self.rank, self.sampler, self.short_side, self.mix = plan, rank, sampler, short_side, mix
 
     def train_batch(self, chunk: list[dict[str, Any]],
                     where: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         data = _clip_set(chunk, self.sampler, self.short_side, self.plan.shards.class_names)
-        return train_clips_from_files(data, list(range(len(chunk))), len(data.class_names), where)
+        everything = list(range(len(chunk)))
+        return mix_rows(lambda ps: train_clips_from_files(data, everything, len(data.class_names), where, ps),
+                        everything, len(chunk), mix_draw(where, self.mix, self.sampler.size))
 
 
 class VideoShardEval(ShardEval):
@@ -137,7 +141,7 @@ class VideoShardTask(ShardSplits, StreamedVideoTask):
                      for _ in range(2))  # type: ignore[return-value]  # (they collect the skipped videos)
 
     def shard_batches(self, batch_size: int, world: int, rank: int) -> VideoShardBatches:
-        return VideoShardBatches(self.plan(batch_size, world), rank, self.sampler, self.short_side)
+        return VideoShardBatches(self.plan(batch_size, world), rank, self.sampler, self.short_side, self.mix)
 
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
         return self._evaluate(model, VideoShardEval(self.val_shards, self.sampler, self.short_side), precision)
