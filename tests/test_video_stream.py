@@ -60,9 +60,10 @@ def test_decode_frames_is_decode_video_at_the_picked_frames_bit_for_bit(videos) 
             assert torch.equal(decode_frames(path.read_bytes(), short_side, max_frames, lambda n: picks), whole[picks])
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "strided"])
-def test_streamed_training_batches_equal_the_in_memory_folder_bit_for_bit(videos, sampling) -> None:
-    memory, streamed = _tasks(videos, flip=True, crop_scale=(0.4, 1.0), frame_sampling=sampling, frame_stride=2)
+@pytest.mark.parametrize("sampling, mix", [("uniform", {}), ("strided", {}), ("uniform", {"mixup": 0.8, "cutmix": 1.0})])
+def test_streamed_training_batches_equal_the_in_memory_folder_bit_for_bit(videos, sampling, mix) -> None:
+    memory, streamed = _tasks(videos, flip=True, crop_scale=(0.4, 1.0), frame_sampling=sampling, frame_stride=2,
+                              **mix)
     assert [str(p) for p in memory.train_set.paths] == streamed.train_set.paths
     for where in [(0, 0, 0), (3, 1, 2)]:
         indices = random.Random(where[1]).sample(range(len(memory.train_set)), 4)
