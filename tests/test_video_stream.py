@@ -211,9 +211,10 @@ def test_two_processes_streaming_a_video_folder_equal_one_process(videos, cached
     result = _drive("none", 0, [*args, "--out", str(tmp_path / "ddp")], processes=2)
     assert result.returncode == 0, result.stderr
     assert "2 process(es) x 2 per process" in result.stderr
-    # DDP sums the gradients in another order: 2.0e-6 here for two processes from memory as from disk (measured),
-    # against 0.28 for the same run in another sample order.
-    assert _max_difference(tmp_path / "ddp" / "last.safetensors", cached_video_run) <= 1e-5
+    # DDP sums the gradients in another order: 2.0e-6 here for two processes from memory as from disk (measured
+    # without mixing; 1.03e-5 with the small video row's mixup / cutmix, which the plan adds), against 0.28 for the
+    # same run in another sample order.
+    assert _max_difference(tmp_path / "ddp" / "last.safetensors", cached_video_run) <= 5e-5
 
 
 @pytest.mark.slow
