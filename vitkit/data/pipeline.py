@@ -109,20 +109,21 @@ def train_batch(data: ImageSet, indices: list[int], prep: Preprocess, aug: Augme
     Mixing pairs position p with position B-1-p of the global batch, so a process that builds a shard also
     builds its partners' images: every shard is exactly the matching rows of the one-process batch.
     """
-    positions = range(len(indices)) if positions is None else positions
-    draw = augment.draw_mix(batch_generator(*where), aug.mixup, aug.cutmix, (prep.image_size, prep.image_size))
-    wanted = list(positions) + ([len(indices) - 1 - p for p in positions] if draw is not None else [])
-    built = {p: augment_image(data.images[indices[p]], prep, aug, sample_generator(*where, p)) for p in wanted}
     targets = torch.nn.functional.one_hot(torch.tensor([data.labels[i] for i in indices]), num_classes).float()
 
     def rows(ps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalized_stack([built[p] for p in ps], prep), targets[ps]
+        built = [augment_image(data.images[indices[p]], prep, aug, sample_generator(*where, p)) for p in ps]
+        return normalized_stack(built, prep), targets[ps]
 
-    images, own_targets = rows(list(positions))
-    if draw is None:
-        return images, own_targets
-    partners, partner_targets = rows([len(indices) - 1 - p for p in positions])
-    return augment.apply_mix(images, own_targets, partners, partner_targets, draw)
+    wanted = list(range(len(indices)) if positions is None else positions)
+    draw = mix_draw(where, aug.mixup, aug.cutmix, prep.image_size)
+    return augment.mix_rows(rows, wanted, len(indices), draw)
+
+
+def mix_draw(where: tuple[int, int, int], mixup: float, cutmix: float, size: int) -> augment.MixDraw | None:
+    """The batch's mixup / cutmix draw for ``size`` px inputs (None when both are off), a pure function of
+    ``where`` = (seed, epoch, step): images and video clips draw the same way."""
+    return augment.draw_mix(batch_generator(*where), mixup, cutmix, (size, size))
 
 
 def normalized_stack(images: list[torch.Tensor], prep: Preprocess) -> torch.Tensor:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..data.datasets import load_datasets
-from ..data.augment import MixDraw, draw_mix, mix_rows
-from ..data.pipeline import Preprocess, batch_generator, sample_seed, train_batch
+from ..data.augment import mix_rows
+from ..data.pipeline import Preprocess, mix_draw, sample_seed, train_batch
 from ..data.video_preprocess import VideoPreprocess, video_preprocess  # noqa: F401 (VideoPreprocess: re-exported)
 from ..errors import VitkitError
 from .config import TrainConfig
@@ -123,7 +123,7 @@ class VideoTask:
         """Rows ``positions`` (default: all) of the training batch ``indices``; ``where`` is (seed, epoch, step).
         Mixup / CutMix pair each clip with position B-1-p, as for images (the same box in every frame)."""
         wanted = list(range(len(indices)) if positions is None else positions)
-        draw = mix_draw(where, self.mix, self.sampler.size)
+        draw = mix_draw(where, *self.mix, self.sampler.size)
         return mix_rows(lambda ps: self.clips(indices, where, ps), wanted, len(indices), draw)
 
     def clips(self, indices: list[int], where: tuple[int, int, int],
@@ -135,11 +135,6 @@ class VideoTask:
 
     def evaluate(self, model: nn.Module, precision: str) -> dict[str, Any]:
         return evaluate_clips(model, self.val_set, precision=precision)
-
-
-def mix_draw(where: tuple[int, int, int], mix: tuple[float, float], size: int) -> MixDraw | None:
-    """The batch's mixup / cutmix draw (None when both are off), a pure function of ``where``."""
-    return draw_mix(batch_generator(*where), mix[0], mix[1], (size, size))
 
 
 def load_video_sets(data: str, sampler: Any, short_side: int, seed: int = 0) -> tuple[Any, Any]:

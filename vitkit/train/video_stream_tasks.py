@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data.augment import mix_rows
+from ..data.pipeline import mix_draw
 from ..data.cache import BUDGET_SHARE, CachePlan, available_memory, plan_cache
 from ..data.shards import ShardBatches, ShardPlan, ShardSet, is_shard_spec, label_of, open_shards, sample_bytes
 from ..data.stream import StepBatch
@@ -29,7 +30,7 @@ from ..data.video_stream import FileVideos, StreamedVideoSet, train_clips_from_f
 from .config import TrainConfig
 from .feed import processes_per_machine, resolve_workers
 from .stream_tasks import ChunkEval, ShardEval, ShardSplits, StreamedEvalSet, evaluate_stream, predict_stream
-from .tasks import VideoTask, mix_draw
+from .tasks import VideoTask
 
 EVAL_VIDEOS = 8
 """Videos per evaluation chunk (each one clip, or clips x crops views)."""
@@ -110,7 +111,7 @@ class VideoShardBatches(ShardBatches):
         data = _clip_set(chunk, self.sampler, self.short_side, self.plan.shards.class_names)
         everything = list(range(len(chunk)))
         return mix_rows(lambda ps: train_clips_from_files(data, everything, len(data.class_names), where, ps),
-                        everything, len(chunk), mix_draw(where, self.mix, self.sampler.size))
+                        everything, len(chunk), mix_draw(where, *self.mix, self.sampler.size))
 
 
 class VideoShardEval(ShardEval):
