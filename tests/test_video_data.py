@@ -12,7 +12,7 @@ import torch
 
 from conftest import shared_data
 from vitkit.data.video import (
-    BadVideo, ClipSampler, DecodedCache, clip_starts, decode_video, spatial_boxes, strided_indices,
+    BadVideo, ClipSampler, DecodedCache, clip_starts, decode_video, random_box, spatial_boxes, strided_indices,
     uniform_indices,
 )
 from vitkit.data.video_folder import VideoFolder, find_videos
@@ -98,6 +98,38 @@ def test_spatial_transform_is_the_same_on_every_frame() -> None:
         clip = sampler.clip(video, train=True, rng=rng)
         assert clip.shape == (3, 6, 32, 32)
         assert torch.equal(clip, clip[:, :1].expand_as(clip))
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivial"])
+def test_augment_policy_draws_once_per_clip_and_applies_it_to_every_frame(policy: str) -> None:
+    # Frames A, A, B, B: each frame of the clip must be what the same draws give on a video of only A (or only B),
+    # so every frame gets the same operations at the same strengths, and no frame's content leaks into another.
+    a, b = (torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(2))
+    sampler = ClipSampler(num_frames=4, size=24, policy=policy, randaugment=(2, 20))
+    changed = 0
+    for seed in range(12):
+        mixed = sampler.clip(torch.stack([a, a, b, b]), True, random.Random(seed))
+        only_a = sampler.clip(torch.stack([a] * 4), True, random.Random(seed))
+        only_b = sampler.clip(torch.stack([b] * 4), True, random.Random(seed))
+        torch.testing.assert_close(mixed[:, :2], only_a[:, :2], rtol=0, atol=1e-6)
+        torch.testing.assert_close(mixed[:, 2:], only_b[:, 2:], rtol=0, atol=1e-6)
+        torch.testing.assert_close(only_a, only_a[:, :1].expand_as(only_a), rtol=0, atol=1e-6)  # one draw per clip
+        plain = ClipSampler(num_frames=4, size=24).clip(torch.stack([a] * 4), True, random.Random(seed))
+        changed += not torch.allclose(only_a, plain, atol=1e-3)
+    assert changed >= 8  # the policy really acts (identity and a few near-identity draws aside)
+
+
+def test_no_policy_leaves_the_clip_as_crop_resize_flip_and_normalise() -> None:
+    # Written out here: with policy "none" the training clip is the crop of the drawn box, resized, normalised.
+    video = torch.randint(0, 256, (8, 3, 30, 50), dtype=torch.uint8)
+    sampler = ClipSampler(num_frames=8, size=16, mean=(0.5,) * 3, std=(0.25,) * 3, flip=False)
+    clip = sampler.clip(video, True, random.Random(5))
+    rng = random.Random(5)
+    frames = video[uniform_indices(8, 8, True, rng)]
+    top, left, h, w = random_box(frames.shape[-2:], sampler.scale, rng)
+    x = torch.nn.functional.interpolate(frames[:, :, top:top + h, left:left + w].float() / 255, size=(16, 16),
+                                        mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(clip, ((x - 0.5) / 0.25).transpose(0, 1))
 
 
 def test_evaluation_clip_is_the_centre_crop_normalised() -> None:

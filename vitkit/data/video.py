@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VitkitError
+from . import augment
 
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v"}
 Sampling = Literal["uniform", "strided"]
@@ -194,6 +195,10 @@ class ClipSampler:
     """Training crops cover this fraction of the shorter side."""
     flip: bool = True
     """Random horizontal flip in training (turn off when left and right matter, e.g. direction of motion)."""
+    policy: str = "none"
+    """Training appearance augmentation, as ``--augment``: ``trivial``, ``randaugment`` or ``none``."""
+    randaugment: tuple[int, int] = (2, 9)
+    """RandAugment's (operations, magnitude on 0..30)."""
 
     def indices(self, length: int, train: bool, rng: random.Random) -> list[int]:
         """The frames of one clip."""
@@ -213,7 +218,8 @@ class ClipSampler:
         """The clip of the frames :meth:`indices` chose (drawn with ``rng`` just before): crop, flip, normalise."""
         box = random_box(frames.shape[-2:], self.scale, rng) if train else centre_box(frames.shape[-2:])
         flip = train and self.flip and rng.random() < 0.5
-        return self.finish(frames, box, flip)
+        policy_seed = rng.getrandbits(63) if train and self.policy != "none" else None
+        return self.finish(frames, box, flip, policy_seed)
 
     def views(self, video: torch.Tensor, clips: int = 2, crops: int = 3) -> torch.Tensor:
         """``clips`` temporal x ``crops`` spatial views for evaluation: [clips * crops, C, T, size, size]."""
@@ -235,16 +241,34 @@ class ClipSampler:
         return torch.stack([self.finish(frames, box, False) for frames in temporal
                             for box in spatial_boxes(frames.shape[-2:], crops)])
 
-    def finish(self, frames: torch.Tensor, box: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
-        """Crop the same box from every frame, resize to ``size``, flip, normalise: [C, T, size, size]."""
+    def finish(self, frames: torch.Tensor, box: tuple[int, int, int, int], flip: bool,
+               policy_seed: int | None = None) -> torch.Tensor:
+        """Crop the same box from every frame, resize to ``size``, flip, augment (``policy_seed``: the policy's
+        draw), normalise: [C, T, size, size]."""
         top, left, height, width = box
         x = frames[:, :, top : top + height, left : left + width].float().div_(255)
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if flip:
             x = x.flip(-1)
+        if policy_seed is not None:
+            x = self.augment_alike(x, policy_seed)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return ((x - mean) / std).transpose(0, 1).contiguous()
+
+
+    def augment_alike(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        """The policy's operations at the same strengths on every frame of [T, C, H, W] in 0..1 (one draw,
+        replayed per frame, as VideoMAE's consistent RandAugment): appearance changes, the motion does not."""
+        out = []
+        for frame in frames:
+            g = torch.Generator().manual_seed(seed)
+            if self.policy == "trivial":
+                frame = augment.trivial_augment(frame * 255, g)
+            else:
+                frame = augment.rand_augment(frame * 255, g, *self.randaugment)
+            out.append(frame / 255)
+        return torch.stack(out)
 
 
 def centre_box(shape: tuple[int, int] | torch.Size) -> tuple[int, int, int, int]:

@@ -48,7 +48,8 @@ class TrainConfig:
     shift_pad: int = Augment.shift_pad
     flip: bool = Augment.flip
     augment: str = Augment.policy
-    """``trivial`` (TrivialAugment-Wide), ``randaugment`` or ``none``."""
+    """``trivial`` (TrivialAugment-Wide), ``randaugment`` or ``none``; a video clip gets one draw, applied alike to
+    every frame."""
     randaugment_magnitude: int = Augment.randaugment_magnitude
     """RandAugment's strength M on the paper's 0..30 scale (timm's ``rand-m9``)."""
     randaugment_ops: int = Augment.randaugment_ops

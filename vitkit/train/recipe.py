@@ -107,10 +107,11 @@ RULES: tuple[Rule, ...] = (
     Rule("small video set", "video", 5_000, epochs=60, default_minutes=30,
          candidates=(_vivit(4, 1, 112, 8), _vivit(6, 2, 112, 8), _vivit(8, 2, 160, 8)),
          settings=dict(batch_size=12, lr=5e-4, warmup_epochs=3.0, weight_decay=0.1, crop_scale=(0.25, 1.0),
-                       label_smoothing=0.1, ema=0.0, mixup=0.8, cutmix=1.0, drop_path=0.2),
+                       label_smoothing=0.1, ema=0.0, augment="randaugment", mixup=0.8, cutmix=1.0, drop_path=0.2),
          evidence="ucf101_mini from scratch: ViViT Model 2, 4+1 blocks, 8 x 112 px, 60 epochs 53.7% at the last "
                   "epoch (61.1% best); a 30-min plan of 238 epochs overfit (train 99%), hence mixup 0.8 / cutmix 1.0 "
-                  "as in VideoMAE's UCF101 fine-tuning (Tong et al. 2022)"),
+                  "and RandAugment alike on every frame, as in VideoMAE's UCF101 fine-tuning (Tong et al. 2022), "
+                  "at the small image row's strength"),
     Rule("large video set", "video", math.inf, epochs=30, default_minutes=24 * 60,
          candidates=(_vivit(6, 2, 112, 8), _vivit(8, 2, 160, 16), _vivit(12, 4, 224, 16)),
          settings=dict(batch_size=32, lr=5e-4, warmup_epochs=3.0, weight_decay=0.05, crop_scale=(0.25, 1.0),

@@ -82,7 +82,8 @@ class ImageTask(BaseImageTask):
 
 class VideoTask:
     """Video folders ``PATH/{train,val}/<class>/*`` (or the embedded moving digits): clips of ``num_frames``
-    frames; random frames, crop and flip in training, the central clip in evaluation."""
+    frames; random frames, crop, flip and ``--augment`` (alike on every frame) in training, the central clip in
+    evaluation."""
 
     kind = "video"
 
@@ -92,7 +93,8 @@ class VideoTask:
         self.mix = (config.mixup, config.cutmix)
         low, high = config.crop_scale  # an area fraction, as for images; the sampler takes a side fraction
         self.sampler = ClipSampler(num_frames, config.frame_sampling, config.frame_stride, image_size,  # type: ignore[arg-type]
-                                   config.mean, config.std, (math.sqrt(low), math.sqrt(high)), config.flip)
+                                   config.mean, config.std, (math.sqrt(low), math.sqrt(high)), config.flip,
+                                   config.augment, (config.randaugment_ops, config.randaugment_magnitude))
         self.short_side = round(image_size / config.crop_pct)
         self.train_set, self.val_set = self.load_sets(config)
         self.class_names = self.train_set.class_names
