@@ -65,3 +65,42 @@ def test_timed_run_ends_its_cosine_at_the_time_limit() -> None:
     untimed = Seg3DConfig(epochs=2, lr=1.0, warmup_epochs=1)
     run.config = untimed
     assert run.lr_at(15, seconds=1e9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
+
+
+class FakeClock:
+    """``time.perf_counter`` of the runner: a training step costs 1 s, the evaluation of a scan 2 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_time_limit_is_the_wall_time_of_the_run_with_its_evaluations(tmp_path, monkeypatch) -> None:
+    from vitkit.train import segmentation3d
+
+    clock, real_logits = FakeClock(), segmentation3d.logits_of
+    lrs = []
+
+    def timed_logits(model, batch):
+        clock.now += 1.0 if model.training else 2.0
+        if model.training:
+            lrs.append(run.optimizer.param_groups[0]["lr"])
+        return real_logits(model, batch)
+
+    monkeypatch.setattr(segmentation3d, "time", clock)
+    monkeypatch.setattr(segmentation3d, "logits_of", timed_logits)
+    config = Seg3DConfig(model="point_mlp", out=str(tmp_path / "run"), epochs=1000, time_limit=0.5, train_scans=4,
+                         val_scans=1, batch_size=2, warmup_epochs=1)
+    run = Segmentation3DRun(config)
+    summary = run.fit()
+    # 2 steps (2 s) per epoch, 2 s per evaluation, 30 s in all: evaluations after epoch 1, then every
+    # ceil(2 / (0.1 x 2)) = 10 epochs, and after the last, which ends when another epoch and evaluation would not fit.
+    assert clock.now <= 30.0 and 30.0 - clock.now < 2.0 + 2.0, clock.now
+    evaluated = [row["epoch"] for row in run.history if "val_miou" in row]
+    assert evaluated == [1, 10, run.epoch] and summary["last_val_miou"] == run.history[-1]["val_miou"]
+    assert run.history[-1]["train_minutes"] == pytest.approx(clock.now / 60)
+    assert lrs[-1] < 0.05 * config.lr  # the cosine follows the run's clock (over 1000 epochs it would be at its top)
+    done = run.epoch
+    assert Segmentation3DRun(config, resume=True).fit()["epochs_done"] == done  # a finished run trains no more

@@ -67,11 +67,11 @@ def _pyplot() -> Any:
 def plot_curves(run_dir: Path, history: list[dict[str, Any]], panels: Sequence[Panel] = CLASSIFICATION_PANELS) -> Path:
     """Metrics per epoch, one plot per panel side by side, as ``plots/curves.png``."""
     plt = _pyplot()
-    epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for key, label in panel.curves:
-            ax.plot(epochs, [row[key] for row in history], label=label)
+        for key, label in panel.curves:  # an epoch without a value (not evaluated) is left out of that curve
+            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            ax.plot([epoch for epoch, _ in points], [value for _, value in points], label=label)
         ax.set(xlabel="epoch", **panel.axes)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -3,8 +3,10 @@
 A runner of its own beside the image/video loop (``loop.py``), with the same run-folder conventions:
 ``config.json`` + ``model.safetensors`` (best mIoU) + ``last.safetensors``, ``checkpoints/`` (resumable),
 ``metrics.jsonl``, ``plots/curves.png`` and ``plots/confusion_matrix.png``, ``eval.json`` and ``summary.json``.
-Each epoch reports mIoU and per-class IoU on the held-out scans. ``--model point_mlp`` trains the per-point
-baseline (an MLP on each point's colour, normal and height, no neighbours) on the same data.
+Evaluations report mIoU and per-class IoU on the held-out scans: after the first and the last epoch, and in between
+as often as keeps them to a tenth of the training time. ``--time-limit`` is the wall time of the whole run,
+evaluations and checkpoints included. ``--model point_mlp`` trains the per-point baseline (an MLP on each point's
+colour, normal and height, no neighbours) on the same data.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Seg3DConfig:
     train_scans: int = 32
     val_scans: int = 6
     time_limit: float = 0.0
-    """Minutes of training after which the run stops at the end of an epoch (0: none)."""
+    """Minutes of the run (training, evaluation, checkpoints): the last epoch is the one after which another would
+    not fit (0: no limit)."""
     seed: int = 0
     model_args: dict[str, Any] = field(default_factory=dict)
 
@@ -104,14 +107,22 @@ def iou_scores(matrix: torch.Tensor, class_names: tuple[str, ...]) -> dict[str, 
             "per_class_iou": per_class, "confusion_matrix": matrix.tolist()}
 
 
-@torch.no_grad()
+EVAL_SHARE = 0.1
+"""Evaluations between the first and the last epoch take at most this share of the training time."""
+
+
 def evaluate_scans(model: nn.Module, scans: list, voxel_size: float, class_names: tuple[str, ...]) -> dict[str, Any]:
     """mIoU, per-class IoU, accuracy and mean loss over every point of ``scans`` (whole scans, no augmentation)."""
+    return evaluate_batches(model, [make_batch([scan], voxel_size) for scan in scans], class_names)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: list[PointBatch], class_names: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`evaluate_scans` on scans already batched (one scan per batch)."""
     model.eval()
     matrix = torch.zeros(len(class_names), len(class_names), dtype=torch.long)
     loss_sum, count = 0.0, 0
-    for scan in scans:
-        batch = make_batch([scan], voxel_size)
+    for batch in batches:
         logits = logits_of(model, batch)
         keep = batch.labels >= 0
         loss_sum += float(nn.functional.cross_entropy(logits[keep], batch.labels[keep], reduction="sum"))
@@ -153,13 +164,14 @@ class Segmentation3DRun:
         self.model, self.voxel_size = build(config, len(self.class_names))
         self.optimizer = make_optimizer(self.model, config)
         self.steps_per_epoch = max(1, len(self.train_scans) // config.batch_size)
-        self.epoch, self.best_miou, self.history, self.train_seconds = 0, -1.0, [], 0.0
+        self.epoch, self.best_miou, self.history, self.train_seconds, self.finished = 0, -1.0, [], 0.0, False
         if resume:
             state, _ = load_checkpoint(self.run_dir)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.epoch, self.best_miou = state["epoch"], state["best_miou"]
             self.history, self.train_seconds = state["history"], state["train_seconds"]
+            self.finished = state.get("finished", False)
 
     def lr_at(self, step: int, seconds: float = 0.0) -> float:
         """Linear warm-up, then a cosine to 0 over the run: over its steps, or over ``--time-limit`` when that
@@ -186,60 +198,79 @@ class Segmentation3DRun:
               f"{len(self.val_scans)} val scans, {len(self.class_names)} classes, voxels {self.voxel_size} m, "
               f"crops {c.crop} m, {self.steps_per_epoch} steps/epoch x {c.epochs} epochs -> {self.run_dir}", flush=True)
         augment = Augment()
-        while self.epoch < c.epochs:
-            if c.time_limit and self.train_seconds / 60 >= c.time_limit:
-                print(f"time limit of {c.time_limit:g} min reached after {self.epoch} epochs", flush=True)
-                break
-            rng = np.random.default_rng([c.seed, self.epoch])
-            order = rng.permutation(len(self.train_scans))
-            self.model.train()
-            start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-            for step in range(self.steps_per_epoch):
-                if c.time_limit and seen and (self.train_seconds + time.perf_counter() - start) / 60 >= c.time_limit:
-                    break  # evaluate and save the partial epoch, then stop below
-                picks = order[step * c.batch_size : (step + 1) * c.batch_size]
-                clouds = [crop(augment(self.train_scans[i], rng), c.crop, rng) for i in picks]
-                batch = make_batch(clouds, self.voxel_size)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr_at(self.epoch * self.steps_per_epoch + step,
-                                             self.train_seconds + time.perf_counter() - start)
-                logits = logits_of(self.model, batch)
-                keep = batch.labels >= 0
-                loss = nn.functional.cross_entropy(logits[keep], batch.labels[keep])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
-                loss_sum += float(loss.detach()) * int(keep.sum())
-                correct += int((logits[keep].argmax(1) == batch.labels[keep]).sum())
-                seen += int(keep.sum())
-                print(f"\repoch {self.epoch + 1}/{c.epochs} step {step + 1}/{self.steps_per_epoch} "
-                      f"loss {loss_sum / seen:.3f}", end="", flush=True)
-            self.train_seconds += time.perf_counter() - start
-            metrics = evaluate_scans(self.model, self.val_scans, self.voxel_size, self.class_names)
+        val_batches = [make_batch([scan], self.voxel_size) for scan in self.val_scans]  # voxelised once
+        every, eval_s = 1, 0.0
+        while self.epoch < c.epochs and not self.finished:
+            epoch_start = time.perf_counter()
+            trained, loss_sum, correct, seen = self._train_epoch(augment, eval_s)
             self.epoch += 1
-            row = {"epoch": self.epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                   "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_miou": metrics["miou"],
-                   "val_iou": metrics["per_class_iou"], "train_minutes": self.train_seconds / 60}
-            self.history.append(row)
-            ious = " ".join(f"{k}={v:.2f}" for k, v in metrics["per_class_iou"].items() if v is not None)
-            print(f"\repoch {self.epoch}/{c.epochs}: train loss {row['train_loss']:.3f}, val mIoU {metrics['miou']:.2%}"
-                  f" acc {metrics['accuracy']:.2%} ({self.train_seconds / 60:.1f} min) | {ious}", flush=True)
-            self._save(metrics, best=metrics["miou"] > self.best_miou)
+            left = 60 * c.time_limit - (self.train_seconds + time.perf_counter() - epoch_start)
+            last = self.epoch >= c.epochs or bool(c.time_limit) and left < trained + eval_s
+            row = {"epoch": self.epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen}
+            metrics, self.finished = None, last
+            if last or self.epoch == 1 or self.epoch % every == 0:
+                begun = time.perf_counter()
+                metrics = evaluate_batches(self.model, val_batches, self.class_names)
+                eval_s = time.perf_counter() - begun
+                every = max(1, math.ceil(eval_s / (EVAL_SHARE * trained)))
+                row |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_miou": metrics["miou"],
+                        "val_iou": metrics["per_class_iou"]}
+            self._save(row, metrics, epoch_start)
         return self._finish()
 
-    def _save(self, metrics: dict[str, Any], best: bool) -> None:
+    def _train_epoch(self, augment: Augment, eval_s: float) -> tuple[float, float, int, int]:
+        """One epoch of optimiser steps (cut short when the time limit, less one evaluation, runs out): its
+        seconds, summed loss, correct and seen points."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, self.epoch])
+        order = rng.permutation(len(self.train_scans))
+        self.model.train()
+        start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for step in range(self.steps_per_epoch):
+            so_far = self.train_seconds + time.perf_counter() - start
+            if c.time_limit and seen and so_far + eval_s >= 60 * c.time_limit:
+                break
+            picks = order[step * c.batch_size : (step + 1) * c.batch_size]
+            batch = make_batch([crop(augment(self.train_scans[i], rng), c.crop, rng) for i in picks], self.voxel_size)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.epoch * self.steps_per_epoch + step, so_far)
+            logits = logits_of(self.model, batch)
+            keep = batch.labels >= 0
+            loss = nn.functional.cross_entropy(logits[keep], batch.labels[keep])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * int(keep.sum())
+            correct += int((logits[keep].argmax(1) == batch.labels[keep]).sum())
+            seen += int(keep.sum())
+            print(f"\repoch {self.epoch + 1}/{c.epochs} step {step + 1}/{self.steps_per_epoch} "
+                  f"loss {loss_sum / seen:.3f}", end="", flush=True)
+        return time.perf_counter() - start, loss_sum, correct, seen
+
+    def _save(self, row: dict[str, Any], metrics: dict[str, Any] | None, epoch_start: float) -> None:
+        """Log the epoch; write the weights (``model.safetensors`` when the mIoU is the best yet), the curves
+        after an evaluation, and the checkpoint; the run's clock then includes all of it."""
         weights = state_dict_bytes(self.model)
-        if best:
+        if metrics is not None and metrics["miou"] > self.best_miou:
             self.best_miou = metrics["miou"]
             atomic_write(self.run_dir / "model.safetensors", weights)
             atomic_write_json(self.run_dir / "eval.json", metrics)
         atomic_write(self.run_dir / "last.safetensors", weights)
+        row["train_minutes"] = (self.train_seconds + time.perf_counter() - epoch_start) / 60
+        self.history.append(row)
         report.write_metrics(self.run_dir, self.history)
-        report.plot_curves(self.run_dir, self.history, CURVES)
+        if metrics is not None:
+            report.plot_curves(self.run_dir, self.history, CURVES)
+            ious = " ".join(f"{k}={v:.2f}" for k, v in metrics["per_class_iou"].items() if v is not None)
+            print(f"\repoch {self.epoch}/{self.config.epochs}: train loss {row['train_loss']:.3f}, val mIoU "
+                  f"{metrics['miou']:.2%} acc {metrics['accuracy']:.2%} ({row['train_minutes']:.1f} min) | {ious}",
+                  flush=True)
+        self.train_seconds += time.perf_counter() - epoch_start
         save_checkpoint(self.run_dir, self.epoch, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-            "best_miou": self.best_miou, "history": self.history, "train_seconds": self.train_seconds})
+            "best_miou": self.best_miou, "history": self.history, "train_seconds": self.train_seconds,
+            "finished": self.finished})
 
     def _finish(self) -> dict[str, Any]:
         import json
