@@ -9,7 +9,8 @@ against (d) the same steps on pre-built batches (the model alone). Interleaved r
 The README's cats_vs_dogs recipe: conv-stem ViT-Ti (9 blocks), 128 px, RandAugment. Targets (issue 18): the
 streamed folder >= 0.75x the model alone, the cache >= 0.85x. On a 2-core CPU the workers share the cores with
 the model, so the loader's work is not free there as it is next to a GPU. Before each timed window the batches
-the workers prefetched while another candidate ran are taken untimed.
+the workers prefetched while another candidate ran are taken untimed. Workers beside a CPU model run at niceness 19
+by default (``data/stream.WORKER_NICENESS``); the "niceness 0" rows are the same loaders at the model's priority.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 from vitkit.train.config import TrainConfig
 from vitkit.train.loop import Trainer
@@ -27,11 +29,15 @@ from vitkit.train.loop import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def trainer(data: str, cache: str, workers: int, batch: int) -> Trainer:
+def trainer(data: str, cache: str, workers: int, batch: int, niceness: int | None = None) -> Trainer:
+    """A run of the recipe below; ``niceness`` overrides the workers' default (``data/stream.worker_niceness``)."""
     config = TrainConfig(data=data, model="vit_ti16", model_args={"stem": "conv", "depth": 9}, img_size=128,
                          batch_size=batch, augment="randaugment", crop_scale=(0.35, 1.0), cache=cache, workers=workers,
                          out=tempfile.mkdtemp(prefix="vitkit-loaderbench-"))
-    return Trainer(config)
+    if niceness is None:
+        return Trainer(config)
+    with mock.patch("vitkit.train.feed.worker_niceness", lambda device: niceness):
+        return Trainer(config)
 
 
 def fed(run: Trainer, steps: int) -> Callable[[], float]:
@@ -68,7 +74,9 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = {"streamed folder (--cache none)": trainer(args.data, "none", args.workers, args.batch_size),
+            "streamed, workers at niceness 0": trainer(args.data, "none", args.workers, args.batch_size, 0),
             "memory cache, workers": trainer(args.data, "ram", args.workers, args.batch_size),
+            "memory cache, workers at niceness 0": trainer(args.data, "ram", args.workers, args.batch_size, 0),
             "memory cache, --workers 0": trainer(args.data, "ram", 0, args.batch_size)}
     measures = {name: fed(run, args.steps) for name, run in runs.items()}
     reference = runs["memory cache, --workers 0"]

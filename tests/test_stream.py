@@ -124,6 +124,24 @@ def test_default_workers_leave_a_core_to_each_training_process() -> None:
     assert stream.default_workers(processes_per_machine=cores) == 1
 
 
+def _own_niceness(epoch: int, step: int) -> int:
+    return os.nice(0)  # os.nice(0) reads the process's niceness without changing it
+
+
+@pytest.mark.parametrize("niceness", [0, 7])
+def test_workers_run_at_the_niceness_they_are_given(niceness: int) -> None:
+    loader = stream.StepLoader(_own_niceness, 2, niceness=niceness)
+    try:
+        assert set(loader.batches(0, range(4))) == {os.nice(0) + niceness}
+    finally:
+        loader.close()
+
+
+def test_workers_beside_a_cpu_model_yield_to_it_and_beside_an_accelerator_do_not() -> None:
+    assert stream.worker_niceness("cpu") == stream.WORKER_NICENESS == 19
+    assert stream.worker_niceness(torch.device("cuda", 0)) == 0
+
+
 def test_without_workers_a_decoder_bug_is_raised_as_itself_with_its_traceback(folder, monkeypatch) -> None:
     _, streamed = _sets(folder)
     poison = Path(streamed.paths[2]).name

@@ -55,11 +55,13 @@ def current_path() -> str | None:
     return None if _current is None else _current[0].path_of(os.getpid())
 
 
-def init_worker(slots: WorkerSlots, worker: int) -> None:
+def init_worker(slots: WorkerSlots, worker: int, niceness: int = 0) -> None:
     global _current
     _current = (slots, worker)
     slots.claim(worker)
     _keep_freed_memory()
+    if niceness:
+        os.nice(niceness)
     # Ctrl-C (and a TERM sent to the process group) is the training process's to handle: it saves at the next
     # step boundary and then stops the workers itself (they also exit when it is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -85,8 +87,8 @@ def _keep_freed_memory() -> None:
 class WorkerInit:
     """The DataLoader's ``worker_init_fn`` (a picklable callable holding the shared slots)."""
 
-    def __init__(self, slots: WorkerSlots) -> None:
-        self.slots = slots
+    def __init__(self, slots: WorkerSlots, niceness: int = 0) -> None:
+        self.slots, self.niceness = slots, niceness
 
     def __call__(self, worker: int) -> None:
-        init_worker(self.slots, worker)
+        init_worker(self.slots, worker, self.niceness)

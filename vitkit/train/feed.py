@@ -16,7 +16,7 @@ import torch
 
 from ..data.cache import CachePlan, plan_cache
 from ..data.shards import is_shard_spec
-from ..data.stream import StepBatch, StepLoader, default_workers, log_skipped, take_skipped
+from ..data.stream import StepBatch, StepLoader, default_workers, log_skipped, take_skipped, worker_niceness
 from .config import TrainConfig
 
 
@@ -81,7 +81,7 @@ class Feed:
             source = _FolderSteps(task, config.seed, config.batch_size,
                                   range(rank * local_batch, (rank + 1) * local_batch), order)
         self.pinned = device.type == "cuda"
-        self.loader = StepLoader(source, self.workers, pin_memory=self.pinned)
+        self.loader = StepLoader(source, self.workers, pin_memory=self.pinned, niceness=worker_niceness(device))
         self.wait = 0.0
         self._seen: set[str] = set()
 

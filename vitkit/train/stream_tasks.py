@@ -19,7 +19,7 @@ from ..data.folders import find_dataset
 from ..data.pipeline import Preprocess, eval_batch
 from ..data.shards import ShardBatches, ShardPlan, ShardSet, image_bytes, label_of, open_shards, read_samples
 from ..data.stream import (EpochStream, FileImages, StepBatch, StepLoader, StreamedImageSet, failure,
-                           take_skipped, train_batch_from_files)
+                           take_skipped, train_batch_from_files, worker_niceness)
 from ..errors import VitkitError
 from .config import TrainConfig
 from .evaluate import _report, autocast
@@ -132,11 +132,17 @@ def stream_logits(model: nn.Module, batches: Iterator[StepBatch], precision: str
             torch.cat(labels) if labels else torch.empty(0, dtype=torch.long), names, skipped)
 
 
+def _niceness_for(model: nn.Module) -> int:
+    """The loader workers' niceness beside ``model`` (see ``data/stream.worker_niceness``)."""
+    return worker_niceness(next(model.parameters()).device)
+
+
 def evaluate_stream(model: nn.Module, source: Any, workers: int, class_names: list[str],
                     precision: str = "fp32") -> dict[str, Any]:
     """Loss, accuracy, per-class metrics of ``source`` (a :class:`FolderEval`, :class:`ShardEval` or another
     build function with ``chunks()``; ``views_per_sample`` rows per sample when it has one)."""
-    loader = StepLoader(source, min(workers, len(source.shards.urls)) if isinstance(source, ShardEval) else workers)
+    loader = StepLoader(source, min(workers, len(source.shards.urls)) if isinstance(source, ShardEval) else workers,
+                        niceness=_niceness_for(model))
     try:
         steps = source.chunks() if hasattr(source, "chunks") else range(0, 1)
         logits, labels, _, skipped = stream_logits(model, loader.batches(0, steps), precision,
@@ -266,7 +272,7 @@ def predict_stream(model: nn.Module, source: Any, workers: int,
                    precision: str = "fp32") -> Iterator[tuple[list[str], torch.Tensor, list[tuple[str, str]]]]:
     """(names, logits, skipped) of each chunk of ``source`` (a build function with ``chunks()``), built in
     ``workers`` processes; one chunk is held at a time."""
-    loader = StepLoader(source, workers)
+    loader = StepLoader(source, workers, niceness=_niceness_for(model))
     try:
         for batch in loader.batches(0, source.chunks()):
             logits, _, names, skipped = stream_logits(model, iter([batch]), precision, desc=None,
