@@ -101,6 +101,8 @@ def test_time_limit_is_the_wall_time_of_the_run_with_its_evaluations(tmp_path, m
     evaluated = [row["epoch"] for row in run.history if "val_miou" in row]
     assert evaluated == [1, 10, run.epoch] and summary["last_val_miou"] == run.history[-1]["val_miou"]
     assert run.history[-1]["train_minutes"] == pytest.approx(clock.now / 60)
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert saved and set(saved) <= set(evaluated) and saved[-1] == run.epoch  # saved with each evaluation
     assert lrs[-1] < 0.05 * config.lr  # the cosine follows the run's clock (over 1000 epochs it would be at its top)
     done = run.epoch
     assert Segmentation3DRun(config, resume=True).fit()["epochs_done"] == done  # a finished run trains no more

@@ -4,9 +4,9 @@ A runner of its own beside the image/video loop (``loop.py``), with the same run
 ``config.json`` + ``model.safetensors`` (best mIoU) + ``last.safetensors``, ``checkpoints/`` (resumable),
 ``metrics.jsonl``, ``plots/curves.png`` and ``plots/confusion_matrix.png``, ``eval.json`` and ``summary.json``.
 Evaluations report mIoU and per-class IoU on the held-out scans: after the first and the last epoch, and in between
-as often as keeps them to a tenth of the training time. ``--time-limit`` is the wall time of the whole run,
-evaluations and checkpoints included. ``--model point_mlp`` trains the per-point baseline (an MLP on each point's
-colour, normal and height, no neighbours) on the same data.
+as often as keeps them to a tenth of the training time; the weights and the checkpoint are written after each.
+``--time-limit`` is the wall time of the whole run, evaluations and checkpoints included. ``--model point_mlp``
+trains the per-point baseline (an MLP on each point's colour, normal and height, no neighbours) on the same data.
 """
 
 from __future__ import annotations
@@ -249,28 +249,29 @@ class Segmentation3DRun:
         return time.perf_counter() - start, loss_sum, correct, seen
 
     def _save(self, row: dict[str, Any], metrics: dict[str, Any] | None, epoch_start: float) -> None:
-        """Log the epoch; write the weights (``model.safetensors`` when the mIoU is the best yet), the curves
-        after an evaluation, and the checkpoint; the run's clock then includes all of it."""
-        weights = state_dict_bytes(self.model)
-        if metrics is not None and metrics["miou"] > self.best_miou:
-            self.best_miou = metrics["miou"]
-            atomic_write(self.run_dir / "model.safetensors", weights)
-            atomic_write_json(self.run_dir / "eval.json", metrics)
-        atomic_write(self.run_dir / "last.safetensors", weights)
+        """Log the epoch; after an evaluation (the last epoch has one) also write the weights (``model.safetensors``
+        when the mIoU is the best yet), the curves and the checkpoint, so that a kill loses at most the epochs since
+        the last evaluation. The run's clock includes all of it."""
         row["train_minutes"] = (self.train_seconds + time.perf_counter() - epoch_start) / 60
         self.history.append(row)
         report.write_metrics(self.run_dir, self.history)
         if metrics is not None:
+            weights = state_dict_bytes(self.model)
+            if metrics["miou"] > self.best_miou:
+                self.best_miou = metrics["miou"]
+                atomic_write(self.run_dir / "model.safetensors", weights)
+                atomic_write_json(self.run_dir / "eval.json", metrics)
+            atomic_write(self.run_dir / "last.safetensors", weights)
             report.plot_curves(self.run_dir, self.history, CURVES)
             ious = " ".join(f"{k}={v:.2f}" for k, v in metrics["per_class_iou"].items() if v is not None)
             print(f"\repoch {self.epoch}/{self.config.epochs}: train loss {row['train_loss']:.3f}, val mIoU "
                   f"{metrics['miou']:.2%} acc {metrics['accuracy']:.2%} ({row['train_minutes']:.1f} min) | {ious}",
                   flush=True)
+            save_checkpoint(self.run_dir, self.epoch, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                "best_miou": self.best_miou, "history": self.history, "finished": self.finished,
+                "train_seconds": self.train_seconds + time.perf_counter() - epoch_start})
         self.train_seconds += time.perf_counter() - epoch_start
-        save_checkpoint(self.run_dir, self.epoch, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-            "best_miou": self.best_miou, "history": self.history, "train_seconds": self.train_seconds,
-            "finished": self.finished})
 
     def _finish(self) -> dict[str, Any]:
         import json
