@@ -45,7 +45,7 @@ WORKER_NICENESS = 19
 """Loader workers beside a model that runs on the CPU take the cores only when the model leaves them idle: it uses
 every core, and a worker at equal priority stalls each of its parallel operations. Measured on a 2-core CPU
 (``benchmarks/loader_training.py``, cats_vs_dogs, ViT-Ti 128 px, RandAugment, 2 workers): training from the
-streamed folder 0.66x -> 0.80x of the model alone, from the memory cache 0.81x -> 0.86x."""
+streamed folder 0.62x -> 0.79x of the model alone, from the memory cache 0.78x -> 0.86x."""
 
 
 def worker_niceness(device: torch.device | str) -> int:

@@ -256,7 +256,6 @@ class ClipSampler:
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return ((x - mean) / std).transpose(0, 1).contiguous()
 
-
     def augment_alike(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
         """The policy's operations at the same strengths on every frame of [T, C, H, W] in 0..1 (one draw,
         replayed per frame, as VideoMAE's consistent RandAugment): appearance changes, the motion does not."""
