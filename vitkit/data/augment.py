@@ -283,6 +283,16 @@ def rand_augment(image: torch.Tensor, g: torch.Generator, num_ops: int = 2, magn
     return image
 
 
+def apply_policy(image: torch.Tensor, policy: str, g: torch.Generator, num_ops: int = 2,
+                 magnitude: int = 9) -> torch.Tensor:
+    """``--augment``'s ``policy`` (``trivial``, ``randaugment`` or ``none``) on one image in 0..255."""
+    if policy == "trivial":
+        return trivial_augment(image, g)
+    if policy == "randaugment":
+        return rand_augment(image, g, num_ops, magnitude)
+    return image
+
+
 # --- batch-level: normalisation, mixup, cutmix ------------------------------------------------------------
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

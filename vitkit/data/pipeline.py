@@ -94,11 +94,7 @@ def augment_image(image: torch.Tensor, prep: Preprocess, aug: Augment, g: torch.
         image = augment.center_crop(image, prep.image_size).float()
     if aug.flip and torch.rand((), generator=g).item() < 0.5:
         image = image.flip(-1)
-    if aug.policy == "trivial":
-        image = augment.trivial_augment(image, g)
-    elif aug.policy == "randaugment":
-        image = augment.rand_augment(image, g, aug.randaugment_ops, aug.randaugment_magnitude)
-    return image
+    return augment.apply_policy(image, aug.policy, g, aug.randaugment_ops, aug.randaugment_magnitude)
 
 
 def train_batch(data: ImageSet, indices: list[int], prep: Preprocess, aug: Augment, num_classes: int,

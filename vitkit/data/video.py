@@ -259,15 +259,8 @@ class ClipSampler:
     def augment_alike(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
         """The policy's operations at the same strengths on every frame of [T, C, H, W] in 0..1 (one draw,
         replayed per frame, as VideoMAE's consistent RandAugment): appearance changes, the motion does not."""
-        out = []
-        for frame in frames:
-            g = torch.Generator().manual_seed(seed)
-            if self.policy == "trivial":
-                frame = augment.trivial_augment(frame * 255, g)
-            else:
-                frame = augment.rand_augment(frame * 255, g, *self.randaugment)
-            out.append(frame / 255)
-        return torch.stack(out)
+        return torch.stack([augment.apply_policy(frame * 255, self.policy, torch.Generator().manual_seed(seed),
+                                                 *self.randaugment) / 255 for frame in frames])
 
 
 def centre_box(shape: tuple[int, int] | torch.Size) -> tuple[int, int, int, int]:

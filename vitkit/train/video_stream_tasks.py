@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..data.augment import mix_rows
-from ..data.pipeline import mix_draw
 from ..data.cache import BUDGET_SHARE, CachePlan, available_memory, plan_cache
+from ..data.pipeline import mix_draw
 from ..data.shards import ShardBatches, ShardPlan, ShardSet, is_shard_spec, label_of, open_shards, sample_bytes
 from ..data.stream import StepBatch
 from ..data.video import VIDEO_EXTENSIONS, BadVideo, ClipSampler, DecodedCache
