@@ -3,11 +3,12 @@
 DataLoader, interleaved in one run, on real ~500x375 JPEGs and on 1,600 px JPEGs. Run it in the peers venv:
 
     PYTHONPATH=. $(scripts/venv.sh peers)/bin/python benchmarks/loader_speed.py \\
-        [--small ../shared/data/cats_vs_dogs/train] [--large /work/cache/h6/jpeg1600] [--rounds 3] [--batches 10]
+        [--small ../shared/data/cats_vs_dogs/train] [--large /work/cache/h6/jpeg1600] [--rounds 5] [--batches 30]
 
 The large folder comes from ``benchmarks/loader_data.py OUT --count 400 --long-side 1600 1600``. Each loader keeps
 its workers for the whole run; before each timed window the batches its workers prefetched meanwhile are taken
-untimed, so every window measures steady-state production. Same augmentation for all three: crop scale
+untimed, and after it the run waits until its workers have built what they were asked for ahead, so every window
+measures steady-state production on an otherwise idle machine. Same augmentation for all three: crop scale
 (0.08, 1), p=0.5 flip, RandAugment with 2 ops at strength 9 of 30 (timm writes it as m3 on its 0-10 scale).
 Target (issue 18): vitkit >= 1.3x the better peer.
 """
@@ -36,12 +37,13 @@ def vitkit_batches(folder: Path, batch: int) -> Iterator[torch.Tensor]:
     from vitkit.train.stream_tasks import StreamedFolderTask
 
     config = TrainConfig(data=str(folder), img_size=SIZE, augment="randaugment", crop_scale=(0.08, 1.0),
-                         workers=WORKERS, cache="none", val_fraction=0.01, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                         workers=WORKERS, cache="none", val_fraction=0.01, crop_pct=0.875, mean=IMAGENET_MEAN,
+                         std=IMAGENET_STD)
     task = StreamedFolderTask(config, SIZE, WORKERS, plan_cache("none", 0, 256))
     loader = StepLoader(_FolderSteps(task, 0, batch, range(batch), epoch_order), WORKERS, prefetch=PREFETCH)
     steps = len(task.train_set) // batch
     for epoch in itertools.count():
-        for ready in loader.batches(epoch, range(steps)):
+        for ready in loader.batches(epoch, range(steps), per_epoch=steps):  # as training asks for them
             yield ready.inputs
 
 
@@ -96,6 +98,9 @@ def measure(folder: Path, batch: int, rounds: int, count: int) -> dict[str, list
             for _ in range(count):
                 next(stream)
             rates[name].append(count / (time.perf_counter() - start))
+            # Its workers go on building the batches they were asked for ahead: let them finish before the next
+            # loader is timed, or that work lands in the next window (by ~4 batches: 10-17% of a 30-batch window).
+            time.sleep(1.5 * WORKERS * PREFETCH / rates[name][-1] + 0.25)
     return rates
 
 
@@ -104,8 +109,8 @@ def main() -> None:
     parser.add_argument("--small", type=Path, default=REPO.parent / "shared" / "data" / "cats_vs_dogs" / "train")
     parser.add_argument("--large", type=Path, default=Path("/work/cache/h6/jpeg1600"))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=10, help="batches per timed window")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=30, help="batches per timed window")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the main process only receives batches
     print(f"ready batches/s of {args.batch_size} x 3x{SIZE}x{SIZE}, {WORKERS} workers, median of {args.rounds} "

@@ -1,9 +1,11 @@
 """The streaming loader (vitkit/data/stream.py): batches built in worker processes from files on disk equal
-the batches of the in-memory cache, unreadable files are replaced and listed, and a worker that dies or fails
-names its file in one line instead of hanging."""
+the batches of the in-memory cache (random-resized crops: cut from the same part of each picture, resampled once
+from the file), unreadable files are replaced and listed, and a worker that dies or fails names its file in one
+line instead of hanging."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_decode import _jpeg, _photo
 from test_training import make_folder
 from vitkit.data import images as images_module
 from vitkit.data import stream
@@ -47,52 +50,69 @@ def _build(streamed, order: list[int], batch: int, aug: Augment = MIXED, positio
     return build
 
 
-def test_streamed_batches_equal_the_in_memory_cache_bit_for_bit(folder) -> None:
-    cached, streamed = _sets(folder)
-    order = torch.randperm(len(cached), generator=torch.Generator().manual_seed(1)).tolist()
-    loader = stream.StepLoader(_build(streamed, order, 6), workers=2)
+def _built_by(streamed, order: list[int], aug: Augment, workers: int, steps: int = 2) -> list[stream.StepBatch]:
+    loader = stream.StepLoader(_build(streamed, order, 6, aug), workers=workers)
     try:
-        got = list(loader.batches(0, range(2)))
+        return list(loader.batches(0, range(steps)))
     finally:
         loader.close()
+
+
+def test_streamed_batches_equal_the_in_memory_cache_bit_for_bit(folder) -> None:
+    """Crops cut from the fitted size (shift, center) come out of the workers exactly as from the cache."""
+    cached, streamed = _sets(folder)
+    order = torch.randperm(len(cached), generator=torch.Generator().manual_seed(1)).tolist()
+    shifted = dataclasses.replace(MIXED, crop="shift")
+    got = _built_by(streamed, order, shifted, workers=2)
     assert len(got) == 2
     for step, batch in enumerate(got):
-        images, targets = train_batch(cached, order[step * 6 : (step + 1) * 6], PREP, MIXED, 2, (3, 0, step))
+        images, targets = train_batch(cached, order[step * 6 : (step + 1) * 6], PREP, shifted, 2, (3, 0, step))
         assert torch.equal(batch.inputs, images), f"step {step}: worker-built images differ from the cached path"
         assert torch.equal(batch.targets, targets)
 
 
-def test_a_process_building_some_rows_gets_exactly_those_rows_of_the_whole_batch(folder) -> None:
+def test_random_resized_crops_from_files_are_the_same_in_workers_and_in_process(folder) -> None:
     _, streamed = _sets(folder)
-    order = list(range(len(streamed)))
-    whole = _build(streamed, order, 6)(0, 1)
-    rows = _build(streamed, order, 6, positions=range(3, 6))(0, 1)
-    assert torch.equal(rows.inputs, whole.inputs[3:6]) and torch.equal(rows.targets, whole.targets[3:6])
+    order = torch.randperm(len(streamed), generator=torch.Generator().manual_seed(2)).tolist()
+    in_process, in_workers = (_built_by(streamed, order, MIXED, workers) for workers in (0, 2))
+    for ours, theirs in zip(in_process, in_workers):
+        assert torch.equal(ours.inputs, theirs.inputs) and torch.equal(ours.targets, theirs.targets)
 
 
-def test_an_unreadable_file_is_replaced_by_the_next_readable_one_of_the_batch_and_listed(folder, tmp_path) -> None:
-    root = tmp_path / "shapes"
-    shutil.copytree(folder, root)
-    found = find_dataset(root)
-    bad = found.train.paths[1]
-    bad.write_bytes(b"<html>not an image</html>")
-    streamed = stream.StreamedImageSet(stream.FileImages(found.train.paths, PREP.short_side), found.train.labels,
-                                       found.class_names)
-    plain = Augment(crop="center", flip=False, policy="none")
-    batch = _build(streamed, list(range(len(streamed))), 4, plain)(0, 0)
-    assert [p for p, _ in batch.skipped] == [str(bad)]
-    assert "not an image" in batch.skipped[0][1]
-    assert torch.equal(batch.inputs[1], batch.inputs[2]), "position 1 should hold position 2's image"
-    assert torch.equal(batch.targets[1], batch.targets[2])
+def test_a_crop_from_the_file_cuts_the_part_of_the_picture_its_cached_twin_cuts(tmp_path) -> None:
+    """Streamed random-resized crops are resampled once from the file, cached ones from the fitted copy: the
+    same draws must cut the same part of each picture (landscape, portrait, EXIF-turned, a large JPEG)."""
+    sizes = [(300, 200, 1), (180, 320, 1), (640, 480, 6), (1600, 1200, 1), (90, 60, 1), (500, 375, 3)]
+    paths = []
+    for i, (width, height, orientation) in enumerate(sizes):
+        paths.append(tmp_path / f"p{i}.jpg")
+        paths[-1].write_bytes(_jpeg(_photo(width, height, seed=i), orientation))
+    prep = Preprocess(64, 73, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # inputs stay in 0..255
+    aug = Augment(crop_scale=(0.08, 1.0), policy="none")
+    labels = [0] * len(paths)
+    cached = decode_files(paths, labels, ["x"], prep.short_side, workers=1)
+    streamed = stream.StreamedImageSet(stream.FileImages(paths, prep.short_side), labels, ["x"])
+    same, other = [], []
+    for step in range(3):
+        where = (5, 0, step)
+        ours, _ = stream.train_batch_from_files(streamed, list(range(len(paths))), prep, aug, 1, where)
+        twins, _ = train_batch(cached, list(range(len(paths))), prep, aug, 1, where)
+        others, _ = train_batch(cached, list(range(len(paths))), prep, aug, 1, (5, 0, step + 10))
+        same += (ours - twins).abs().mean(dim=(1, 2, 3)).tolist()
+        other += (ours - others).abs().mean(dim=(1, 2, 3)).tolist()
+    # Resampled once or twice, the 8 px detail of these pictures differs by a few levels (0..255); crops of other
+    # parts of the pictures differ by ~35 on average.
+    assert max(same) < 10, f"mean |streamed - cached| per image: {same}"
+    assert sum(same) * 4 < sum(other), (same, other)
 
 
 def _poisoned(original, poison: str, action: str):
-    def load(path, *fit):
+    def load(path, *args, **kwargs):
         if Path(path).name == poison:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise ZeroDivisionError("decoder bug")
-        return original(path, *fit)
+        return original(path, *args, **kwargs)
     return load
 
 
@@ -100,7 +120,7 @@ def _poisoned(original, poison: str, action: str):
 def test_a_worker_that_dies_or_fails_names_its_file_in_one_line(folder, monkeypatch, action, expected) -> None:
     _, streamed = _sets(folder)
     poison = Path(streamed.paths[9]).name
-    monkeypatch.setattr(stream, "load_for_model", _poisoned(images_module.load_for_model, poison, action))
+    monkeypatch.setattr(images_module, "load_rgb_array", _poisoned(images_module.load_rgb_array, poison, action))
     loader = stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=2)
     with pytest.raises(VitkitError) as caught:
         list(loader.batches(0, range(4)))
@@ -137,6 +157,36 @@ def test_workers_run_at_the_niceness_they_are_given(niceness: int) -> None:
         loader.close()
 
 
+class _LoggedKeys:
+    """A build function that returns its (epoch, step) and notes it in a file (workers are other processes)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __call__(self, epoch: int, step: int) -> tuple[int, int]:
+        with self.log.open("a") as out:
+            out.write(f"{epoch},{step}\n")
+        return epoch, step
+
+
+def test_workers_go_on_into_the_next_epoch_and_the_next_call_takes_those_batches(tmp_path) -> None:
+    log = tmp_path / "built.txt"
+    loader = stream.StepLoader(_LoggedKeys(log), 2)
+    try:
+        assert list(loader.batches(0, range(1, 3), per_epoch=3)) == [(0, 1), (0, 2)]
+        deadline = time.monotonic() + 30
+        while "1,0" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "1,0" in log.read_text().split(), "the workers idled at the end of the epoch"
+        assert list(loader.batches(1, range(3), per_epoch=3)) == [(1, 0), (1, 1), (1, 2)]
+        assert list(loader.batches(3, range(2, 3), per_epoch=3)) == [(3, 2)]  # not what follows: starts afresh
+        assert list(loader.batches(5, range(2))) == [(5, 0), (5, 1)]  # without per_epoch: just these steps
+    finally:
+        loader.close()
+    built = log.read_text().split()
+    assert built.count("1,1") == 1, "a batch the workers built ahead was built again"
+
+
 def test_workers_beside_a_cpu_model_yield_to_it_and_beside_an_accelerator_do_not() -> None:
     assert stream.worker_niceness("cpu") == stream.WORKER_NICENESS == 19
     assert stream.worker_niceness(torch.device("cuda", 0)) == 0
@@ -145,23 +195,23 @@ def test_workers_beside_a_cpu_model_yield_to_it_and_beside_an_accelerator_do_not
 def test_without_workers_a_decoder_bug_is_raised_as_itself_with_its_traceback(folder, monkeypatch) -> None:
     _, streamed = _sets(folder)
     poison = Path(streamed.paths[2]).name
-    monkeypatch.setattr(stream, "load_for_model", _poisoned(images_module.load_for_model, poison, "raise"))
+    monkeypatch.setattr(images_module, "load_rgb_array", _poisoned(images_module.load_rgb_array, poison, "raise"))
     with pytest.raises(ZeroDivisionError, match="decoder bug"):
         list(stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=0).batches(0, range(2)))
 
 
 def _hanging(original, stuck: str):
-    def load(path, *fit):
+    def load(path, *args, **kwargs):
         if Path(path).name == stuck:
             time.sleep(60)  # a hung mount: the worker never returns in time
-        return original(path, *fit)
+        return original(path, *args, **kwargs)
     return load
 
 
 def test_a_stuck_worker_stops_the_run_in_one_line_instead_of_hanging(folder, monkeypatch) -> None:
     _, streamed = _sets(folder)
     stuck = Path(streamed.paths[5]).name
-    monkeypatch.setattr(stream, "load_for_model", _hanging(images_module.load_for_model, stuck))
+    monkeypatch.setattr(images_module, "load_rgb_array", _hanging(images_module.load_rgb_array, stuck))
     loader = stream.StepLoader(_build(streamed, list(range(len(streamed))), 4), workers=2, stall_seconds=3)
     started = time.monotonic()
     with pytest.raises(VitkitError) as caught:

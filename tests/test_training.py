@@ -68,6 +68,7 @@ def test_train_eval_predict_end_to_end(tmp_path) -> None:
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["class_names"] == ["circle", "square"]
+    assert config["train"]["cache"] == "ram", "--cache auto's choice is saved, so a resumed run keeps it"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert list((run / "tensorboard").glob("events.*")), "TensorBoard events are written"
 

@@ -42,10 +42,22 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
+Box = tuple[int, int, int, int]
+"""(top, left, height, width) of a crop, in pixels."""
+
+
 def random_resized_crop(image: torch.Tensor, size: int, g: torch.Generator, scale: tuple[float, float] = (0.25, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """Crop a random area (fraction ``scale`` of the image, aspect ``ratio``) and resize it to ``size``."""
-    h, w = image.shape[-2:]
+    top, left, height, width = random_crop_box(*image.shape[-2:], g, scale, ratio)
+    return resize(image[..., top : top + height, left : left + width], (size, size))
+
+
+def random_crop_box(h: int, w: int, g: torch.Generator, scale: tuple[float, float] = (0.25, 1.0),
+                    ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Box:
+    """The box of :func:`random_resized_crop` in an ``h`` x ``w`` image (Szegedy et al.'s Inception crop, as
+    torchvision draws it: ten tries, then the central square). Drawn from the size alone, so a file's box can be
+    chosen before the file is decoded."""
     area = h * w
     for _ in range(10):
         target = area * _uniform(g, *scale)
@@ -54,8 +66,9 @@ def random_resized_crop(image: torch.Tensor, size: int, g: torch.Generator, scal
         if 0 < cw <= w and 0 < ch <= h:
             top = int(torch.randint(0, h - ch + 1, (), generator=g))
             left = int(torch.randint(0, w - cw + 1, (), generator=g))
-            return resize(image[..., top : top + ch, left : left + cw], (size, size))
-    return resize(center_crop(image, min(h, w)), (size, size))
+            return top, left, ch, cw
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side, side
 
 
 def random_shift(image: torch.Tensor, size: int, g: torch.Generator, pad: int) -> torch.Tensor:
@@ -79,11 +92,12 @@ def _luma(image: torch.Tensor) -> torch.Tensor:
 
 def _blend(image: torch.Tensor, other: torch.Tensor, factor: float) -> torch.Tensor:
     """PIL's ImageEnhance: ``other + factor * (image - other)``; factor 1 is the identity."""
-    return (other + factor * (image - other)).clamp(0, 255)
+    return torch.lerp(other, image, factor).clamp_(0, 255)  # one pass instead of four
 
 
 def brightness(image: torch.Tensor, factor: float) -> torch.Tensor:
-    return _blend(image, torch.zeros_like(image), factor)
+    """Blend with black: ``factor * image``."""
+    return torch.mul(image, factor).clamp_(0, 255)
 
 
 def color(image: torch.Tensor, factor: float) -> torch.Tensor:
@@ -100,9 +114,11 @@ def sharpness(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Blend with PIL's SMOOTH filter (3x3, centre 5, others 1, / 13; the border pixels kept): 0 is smooth."""
     rows = image[:, :-2] + image[:, 1:-1] + image[:, 2:]  # the 3x3 sums by shifted adds: ~10x a conv2d here
     box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-    smooth = image.clone()
-    smooth[:, 1:-1, 1:-1] = (box + 4 * image[:, 1:-1, 1:-1]) / 13
-    return _blend(image, smooth, factor)
+    inside = image[:, 1:-1, 1:-1]
+    smooth = box.add_(inside, alpha=4).div_(13)
+    out = image.clone()  # the border is its own smooth value, so blending leaves it as it is
+    out[:, 1:-1, 1:-1] = _blend(inside, smooth, factor)
+    return out
 
 
 def posterize(image: torch.Tensor, bits: float) -> torch.Tensor:
@@ -151,9 +167,16 @@ def _warp(image: torch.Tensor, inverse: list[list[float]]) -> torch.Tensor:
     # of the pixel centres (x, y, 1) maps them there, as torchvision computes its grid.
     theta = torch.tensor([[a / (w / 2), d / (h / 2)], [b / (w / 2), e / (h / 2)], [c / (w / 2), f / (h / 2)]])
     grid = _centres(h, w).matmul(theta).view(1, h, w, 2).to(image.dtype)
-    stacked = torch.cat([image, torch.ones_like(image[:1])])[None]  # the last channel: how much lies inside
-    sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    return sampled[:-1].sub_(FILL).mul_(sampled[-1:]).add_(FILL)  # inside * (sampled - FILL) + FILL
+    sampled = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    inside = F.grid_sample(_ones(h, w, image.dtype), grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)[0]  # how much of each output pixel lies inside the image
+    return sampled.sub_(FILL).mul_(inside).add_(FILL)  # inside * (sampled - FILL) + FILL
+
+
+@functools.lru_cache(maxsize=8)
+def _ones(h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """A [1, 1, h, w] plane of ones (shared: never modify it)."""
+    return torch.ones(1, 1, h, w, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -174,12 +197,27 @@ def shear_y(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 def translate_x(image: torch.Tensor, pixels: float) -> torch.Tensor:
     """Move the content ``pixels`` to the right (negative: left)."""
+    if pixels == int(pixels):
+        return _shift(image, int(pixels), -1)
     return _warp(image, [[1.0, 0.0, -pixels], [0.0, 1.0, 0.0]])
 
 
 def translate_y(image: torch.Tensor, pixels: float) -> torch.Tensor:
     """Move the content ``pixels`` down (negative: up)."""
+    if pixels == int(pixels):
+        return _shift(image, int(pixels), -2)
     return _warp(image, [[1.0, 0.0, 0.0], [0.0, 1.0, -pixels]])
+
+
+def _shift(image: torch.Tensor, pixels: int, dim: int) -> torch.Tensor:
+    """A translation by whole pixels along ``dim``: what bilinear sampling gives exactly, copied instead of sampled
+    (10x faster). The policies' translations are whole pixels."""
+    out = torch.full_like(image, FILL)
+    n = image.shape[dim]
+    if abs(pixels) < n:
+        kept = image.narrow(dim, max(0, -pixels), n - abs(pixels))
+        out.narrow(dim, max(0, pixels), n - abs(pixels)).copy_(kept)
+    return out
 
 
 def rotate(image: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -195,6 +233,7 @@ OPS: dict[str, Op] = {
     "equalize": equalize,
 }
 """The 14 operations of TrivialAugment-Wide and RandAugment, in torchvision's order (a seeded draw picks the same)."""
+NAMES = tuple(OPS)
 
 
 # --- the policies: which value each operation gets at each of the 31 levels -------------------------------
@@ -230,6 +269,7 @@ SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightn
           "sharpness"}
 
 
+@functools.lru_cache(maxsize=4096)
 def op_value(name: str, level: int, space: Space, size: tuple[int, int]) -> float | None:
     """The value of operation ``name`` at ``level`` (0..30) in ``space`` for an image of ``size`` (H, W);
     None for operations without a magnitude. Signs are drawn separately."""
@@ -264,8 +304,7 @@ def _apply(image: torch.Tensor, name: str, level: int, space: Space, g: torch.Ge
 
 
 def _pick(g: torch.Generator) -> str:
-    names = list(OPS)
-    return names[int(torch.randint(len(names), (), generator=g))]
+    return NAMES[int(torch.randint(len(NAMES), (), generator=g))]
 
 
 def trivial_augment(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:

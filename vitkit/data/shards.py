@@ -30,7 +30,7 @@ import torch
 from ..errors import VitkitError
 from .decode import IMAGE_EXTENSIONS
 from .pipeline import Augment, Preprocess
-from .stream import (EpochStream, FileImages, StepBatch, StreamedImageSet, failure, reading, take_skipped,
+from .stream import (EpochStream, FileImages, StepBatch, StreamedImageSet, failure, take_skipped,
                      train_batch_from_files)
 
 INDEX_FILE = "index.json"
@@ -209,9 +209,8 @@ class _BytesImages(FileImages):
         super().__init__([name for name, _ in named], short_side, interpolation)
         self.data = [data for _, data in named]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        reading(self.paths[index])
-        return self._decode(index, self.data[index])
+    def source(self, index: int) -> bytes:
+        return self.data[index]
 
 
 class ShardBatches(EpochStream):

@@ -17,15 +17,17 @@ read into a shared slot, which the main process reads when the DataLoader report
 from __future__ import annotations
 
 import atexit
+import itertools
 import multiprocessing
 import multiprocessing.util  # noqa: F401 - registers its exit hook (terminate, join children) before ours
 import os
 import re
 import signal
+import sys
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -35,7 +37,7 @@ from .decode import BadImage
 from .images import load_for_model
 from . import loader_workers
 from .loader_workers import WorkerInit, WorkerSlots, reading  # noqa: F401 (reading: re-exported)
-from .pipeline import Augment, Preprocess, train_batch
+from .pipeline import Augment, Preprocess, augment_file, sample_generator, train_batch
 
 STALL_SECONDS = float(os.environ.get("VITKIT_LOADER_TIMEOUT", 600))
 """A worker that delivers nothing for this long is stuck (a hung network mount, a decoder loop): the run stops
@@ -90,12 +92,21 @@ class FileImages:
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """uint8 [3, h, w]; raises BadImage (after recording it for :func:`take_skipped`)."""
-        reading(self.paths[index])
-        return self._decode(index, self.paths[index])
+        return self._recorded(index, lambda source: load_for_model(source, self.short_side, self.interpolation))
 
-    def _decode(self, index: int, source: str | bytes) -> torch.Tensor:
+    def augmented(self, index: int, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:
+        """Item ``index`` as a random-resized-crop training sample straight from its file
+        (:func:`~vitkit.data.pipeline.augment_file`); raises BadImage (recorded)."""
+        return self._recorded(index, lambda source: augment_file(source, prep, aug, g))
+
+    def source(self, index: int) -> str | bytes:
+        """What to decode for item ``index`` (a path; the bytes, for images read from a shard)."""
+        return self.paths[index]
+
+    def _recorded(self, index: int, decode: Callable[[str | bytes], torch.Tensor]) -> torch.Tensor:
+        reading(self.paths[index])
         try:
-            return load_for_model(source, self.short_side, self.interpolation)
+            return decode(self.source(index))
         except BadImage as error:
             found_bad(self.paths[index], str(error))
             raise
@@ -142,6 +153,8 @@ def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Pre
     next readable position of the same global batch (p+1, p+2, ... cyclically): still a pure function of the
     batch, whichever process or worker builds it. Unreadable files are recorded for :func:`take_skipped`."""
     positions = range(len(indices)) if positions is None else positions
+    if aug.crop == "rrc":
+        return _cropped_from_files(data, indices, prep, aug, num_classes, where, positions)
     size = len(indices)
     wanted = set(positions) | ({size - 1 - p for p in positions} if aug.mixup or aug.cutmix else set())
     decoded: dict[int, torch.Tensor | None] = {}
@@ -159,6 +172,32 @@ def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Pre
         fixed[p] = indices[readable_position(indices, p, readable, where, data.paths)]
     images = {i: t for i, t in decoded.items() if t is not None}
     return train_batch(_Decoded(images, data.labels), fixed, prep, aug, num_classes, where, positions)  # type: ignore[arg-type]
+
+
+def _cropped_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
+                        num_classes: int, where: tuple[int, int, int],
+                        positions: range) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`train_batch_from_files` with random-resized crops: each sample is cut from its file as it is decoded
+    (``FileImages.augmented``: one resampling, a reduced decode where the crop allows), with the generator of its
+    position, and goes into the batch before the next is made."""
+    unreadable: set[int] = set()
+
+    def sample(p: int) -> tuple[torch.Tensor, int]:
+        built: list[torch.Tensor] = []
+
+        def readable(index: int) -> bool:
+            if index not in unreadable:
+                try:
+                    built.append(data.images.augmented(index, prep, aug, sample_generator(*where, p)))
+                    return True
+                except BadImage:
+                    unreadable.add(index)
+            return False
+
+        index = indices[readable_position(indices, p, readable, where, data.paths)]
+        return built[0], index
+
+    return train_batch(data, indices, prep, aug, num_classes, where, positions, sample)  # type: ignore[arg-type]
 
 
 def readable_position(indices: list[int], p: int, readable: Callable[[int], bool], where: tuple[int, int, int],
@@ -236,13 +275,21 @@ class _Keys:
     """The sampler: the (epoch, step) keys of the steps asked for this time round (set before each pass)."""
 
     def __init__(self) -> None:
-        self.keys: list[tuple[int, int]] = []
+        self.keys: Iterable[tuple[int, int]] = []
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(self.keys)
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    def __len__(self) -> int:  # DataLoader's len(); the workers only ever iterate
+        return len(self.keys) if isinstance(self.keys, list) else sys.maxsize
+
+
+def _keys_from(epoch: int, steps: range, per_epoch: int | None) -> Iterable[tuple[int, int]]:
+    """``steps`` of ``epoch``, then (with ``per_epoch``) every step of every following epoch."""
+    keys = ((epoch, step) for step in steps)
+    if per_epoch is None:
+        return list(keys)
+    return itertools.chain(keys, ((e, step) for e in itertools.count(epoch + 1) for step in range(per_epoch)))
 
 
 _open_loaders: weakref.WeakSet = weakref.WeakSet()
@@ -277,6 +324,7 @@ class StepLoader:
         self.slots = WorkerSlots(workers)
         self._keys = _Keys()
         self.stream = build if isinstance(build, EpochStream) else None
+        self._ahead: tuple[tuple[int, int], Any] | None = None  # (the key it builds next, a running iterator)
         options: dict[str, Any] = {}
         if workers > 0:
             context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
@@ -296,13 +344,24 @@ class StepLoader:
             _worker_slots[:] = [slots for slots in _worker_slots if live & set(slots.pids)] + [self.slots]
             _open_loaders.add(self)
 
-    def batches(self, epoch: int, steps: range) -> Iterator[Any]:
-        """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError."""
+    def batches(self, epoch: int, steps: range, per_epoch: int | None = None) -> Iterator[Any]:
+        """The built batches of ``steps`` of ``epoch``, in order; a dead or failing worker -> VitkitError.
+
+        With ``per_epoch`` (the steps of every epoch) the workers go on into the next epoch while this one ends,
+        and a later call that asks for exactly the steps that follow takes them from there: no restart, and no
+        worker idle at the epoch boundary (which cost ~8% of the loader's throughput on 30-step epochs).
+        """
         if self.stream is not None:
-            self.stream.epoch, self.stream.first_step = epoch, steps.start
-        self._keys.keys = [(epoch, step) for step in steps]
-        iterator = iter(self.loader)
-        while True:
+            self.stream.epoch, self.stream.first_step, per_epoch = epoch, steps.start, None  # read epoch by epoch
+        elif per_epoch and not steps:
+            return
+        ahead, self._ahead = self._ahead, None
+        if per_epoch and ahead and ahead[0] == (epoch, steps.start):
+            iterator = ahead[1]
+        else:
+            self._keys.keys = _keys_from(epoch, steps, per_epoch)
+            iterator = iter(self.loader)
+        for step in steps if per_epoch else itertools.count():  # the keys run on: take this call's steps only
             try:
                 item = next(iterator)
             except StopIteration:
@@ -321,6 +380,8 @@ class StepLoader:
                     raise VitkitError(item.error)
                 raise VitkitError(f"a data loader worker failed{where}: {item.error}; remove or repair the file "
                                   "(with --workers 0 the error happens in this process, VITKIT_DEBUG=1 shows it)")
+            if per_epoch and step == steps[-1]:  # before the last yield: a consumer takes no more than it needs
+                self._ahead = ((epoch, steps.stop) if steps.stop < per_epoch else (epoch + 1, 0), iterator)
             yield item
 
     def _worker_died(self, error: RuntimeError, iterator: Any) -> Exception:
@@ -345,6 +406,7 @@ class StepLoader:
 
     def close(self) -> None:
         """Stop the worker processes (persistent workers otherwise live until the loader is collected)."""
+        self._ahead = None
         _shutdown(getattr(self.loader, "_iterator", None))
         self.loader._iterator = None
 

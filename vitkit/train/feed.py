@@ -49,6 +49,15 @@ def choose_task(config: TrainConfig, image_size: int) -> tuple[Any, CachePlan | 
     return (None if plan.in_memory else StreamedFolderTask(config, image_size, workers, plan)), plan
 
 
+def resolved_cache(config: TrainConfig, task: Any) -> TrainConfig:
+    """``config`` with ``--cache auto`` replaced by what it chose on this machine (ram or none), to be saved with
+    the run: a resumed run must not switch, since streamed and cached random-resized crops are resampled apart."""
+    plan: CachePlan | None = getattr(task, "cache", None)
+    if config.cache != "auto" or plan is None:
+        return config
+    return config.replace(cache="ram" if plan.in_memory else "none")
+
+
 class _FolderSteps:
     """Build function of step ``step`` of ``epoch`` for an indexable task: its rows ``positions`` of the global
     batch at that place of the epoch's order."""
@@ -85,9 +94,14 @@ class Feed:
         self.wait = 0.0
         self._seen: set[str] = set()
 
+    def first_batch(self) -> StepBatch:
+        """Step 0 of epoch 0, on its own (for the pace probe)."""
+        return next(iter(self.loader.batches(0, range(1))))
+
     def batches(self, epoch: int, first_step: int, steps: int) -> Iterator[StepBatch]:
-        """Steps ``first_step`` .. ``steps - 1`` of ``epoch``; new unreadable files are logged and recorded."""
-        iterator = self.loader.batches(epoch, range(first_step, steps))
+        """Steps ``first_step`` .. ``steps - 1`` of ``epoch`` (``steps`` per epoch: the workers go on into the next
+        epoch while this one ends); new unreadable files are logged and recorded."""
+        iterator = self.loader.batches(epoch, range(first_step, steps), per_epoch=steps)
         while True:
             start = time.perf_counter()
             batch = next(iterator, None)

@@ -38,7 +38,7 @@ from .ema import make_ema
 from .epoch_stats import EpochStats
 from .eta import RunClock
 from .evaluate import autocast
-from .feed import Feed, resolve_workers
+from .feed import Feed, resolve_workers, resolved_cache
 from .model_setup import build_model, probe_model
 from .normalisation import resolve_normalisation
 from .optim import WarmupCosine, make_optimizer
@@ -73,6 +73,7 @@ class Trainer:
             raise VitkitError("--fsdp cannot keep an --ema copy of the sharded model yet; drop one of the two")
         torch.manual_seed(config.seed)  # the same on every process: FSDP shards (does not broadcast) the init
         self.model = self._build_model_for_data()
+        config = self.config = resolved_cache(config, self.task)  # a resumed run keeps --cache auto's choice
         # Described before FSDP turns the class into FSDPVisionTransformer.
         self.model_json = model_config_json(self.model, class_names=self.class_names,
                                             preprocess=self.task.preprocess(), train=config.to_dict())
@@ -142,7 +143,7 @@ class Trainer:
 
     def _probe(self) -> Pace:
         """The pace of this machine on the run's first batch (the mean over the processes)."""
-        (first,) = list(self.feed.batches(0, 0, 1))
+        first = self.feed.first_batch()
         pace = budget.probe_pace(self.model, first.inputs.to(self.device), first.targets.to(self.device),
                                  self.config.precision, self.task.sizes[1])
         return self._mean_pace(pace)
