@@ -128,6 +128,9 @@ def main() -> None:
             print(f"  {name:<20} {value:7.2f} batches/s  {value * args.batch_size:7.1f} img/s  {spread}")
         ratio = medians["vitkit"] / best_peer
         print(f"  vitkit / best peer: {ratio:.2f}x ({'meets' if ratio >= 1.3 else 'misses'} the 1.3x target)")
+        # The same ratio round by round (windows a few seconds apart), which the machine's drift moves less.
+        paired = [v / max(rates[n][i] for n in rates if n != "vitkit") for i, v in enumerate(rates["vitkit"])]
+        print(f"  per round: median {statistics.median(paired):.2f}x (min {min(paired):.2f}, max {max(paired):.2f})")
 
 
 if __name__ == "__main__":

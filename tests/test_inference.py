@@ -16,7 +16,7 @@ from PIL import Image
 import vitkit
 from conftest import run_cli, shared_data
 from vitkit.data.pipeline import Preprocess
-from vitkit.data.stream import FileImages
+from vitkit.data.files import FileImages
 from vitkit.data.video_preprocess import VideoPreprocess
 from vitkit.errors import VitkitError
 from vitkit.inference import device as device_module

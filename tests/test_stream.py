@@ -18,11 +18,11 @@ import torch
 from test_decode import _jpeg, _photo
 from test_training import make_folder
 from vitkit.data import images as images_module
-from vitkit.data import stream
+from vitkit.data import files, stream
 from vitkit.data.cache import plan_cache
 from vitkit.data.folders import find_dataset
 from vitkit.data.images import decode_files
-from vitkit.data.pipeline import Augment, Preprocess, train_batch
+from vitkit.data.pipeline import Augment, Preprocess, sample_generator, train_batch
 from vitkit.errors import VitkitError
 
 PREP = Preprocess(24, 28, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -37,7 +37,7 @@ def folder(tmp_path_factory) -> Path:
 def _sets(root: Path):
     found = find_dataset(root)
     cached = decode_files(found.train.paths, found.train.labels, found.class_names, PREP.short_side, workers=1)
-    streamed = stream.StreamedImageSet(stream.FileImages(found.train.paths, PREP.short_side), found.train.labels,
+    streamed = files.StreamedImageSet(files.FileImages(found.train.paths, PREP.short_side), found.train.labels,
                                        found.class_names)
     return cached, streamed
 
@@ -45,8 +45,8 @@ def _sets(root: Path):
 def _build(streamed, order: list[int], batch: int, aug: Augment = MIXED, positions: range | None = None):
     def build(epoch: int, step: int) -> stream.StepBatch:
         indices = order[step * batch : (step + 1) * batch]
-        images, targets = stream.train_batch_from_files(streamed, indices, PREP, aug, 2, (3, epoch, step), positions)
-        return stream.StepBatch(images, targets, stream.take_skipped())
+        images, targets = files.train_batch_from_files(streamed, indices, PREP, aug, 2, (3, epoch, step), positions)
+        return stream.StepBatch(images, targets, files.take_skipped())
     return build
 
 
@@ -91,11 +91,11 @@ def test_a_crop_from_the_file_cuts_the_part_of_the_picture_its_cached_twin_cuts(
     aug = Augment(crop_scale=(0.08, 1.0), policy="none")
     labels = [0] * len(paths)
     cached = decode_files(paths, labels, ["x"], prep.short_side, workers=1)
-    streamed = stream.StreamedImageSet(stream.FileImages(paths, prep.short_side), labels, ["x"])
+    streamed = files.StreamedImageSet(files.FileImages(paths, prep.short_side), labels, ["x"])
     same, other = [], []
     for step in range(3):
         where = (5, 0, step)
-        ours, _ = stream.train_batch_from_files(streamed, list(range(len(paths))), prep, aug, 1, where)
+        ours, _ = files.train_batch_from_files(streamed, list(range(len(paths))), prep, aug, 1, where)
         twins, _ = train_batch(cached, list(range(len(paths))), prep, aug, 1, where)
         others, _ = train_batch(cached, list(range(len(paths))), prep, aug, 1, (5, 0, step + 10))
         same += (ours - twins).abs().mean(dim=(1, 2, 3)).tolist()
@@ -104,6 +104,47 @@ def test_a_crop_from_the_file_cuts_the_part_of_the_picture_its_cached_twin_cuts(
     # parts of the pictures differ by ~35 on average.
     assert max(same) < 10, f"mean |streamed - cached| per image: {same}"
     assert sum(same) * 4 < sum(other), (same, other)
+
+
+def test_a_process_building_some_rows_gets_exactly_those_rows_of_the_whole_batch(folder) -> None:
+    _, streamed = _sets(folder)
+    order = list(range(len(streamed)))
+    whole = _build(streamed, order, 6)(0, 1)
+    rows = _build(streamed, order, 6, positions=range(3, 6))(0, 1)
+    assert torch.equal(rows.inputs, whole.inputs[3:6]) and torch.equal(rows.targets, whole.targets[3:6])
+
+
+def _with_a_broken_file(folder: Path, root: Path):
+    shutil.copytree(folder, root)
+    found = find_dataset(root)
+    bad = found.train.paths[1]
+    bad.write_bytes(b"<html>not an image</html>")
+    streamed = files.StreamedImageSet(files.FileImages(found.train.paths, PREP.short_side), found.train.labels,
+                                      found.class_names)
+    return streamed, bad
+
+
+def test_an_unreadable_file_is_replaced_by_the_next_readable_one_of_the_batch_and_listed(folder, tmp_path) -> None:
+    streamed, bad = _with_a_broken_file(folder, tmp_path / "shapes")
+    plain = Augment(crop="center", flip=False, policy="none")
+    batch = _build(streamed, list(range(len(streamed))), 4, plain)(0, 0)
+    assert [p for p, _ in batch.skipped] == [str(bad)]
+    assert "not an image" in batch.skipped[0][1]
+    assert torch.equal(batch.inputs[1], batch.inputs[2]), "position 1 should hold position 2's image"
+    assert torch.equal(batch.targets[1], batch.targets[2])
+
+
+def test_a_random_resized_crop_of_an_unreadable_file_is_cut_from_the_next_readable_one(folder, tmp_path) -> None:
+    streamed, bad = _with_a_broken_file(folder, tmp_path / "shapes")
+    plain = Augment(flip=False, policy="none")
+    batch = _build(streamed, list(range(len(streamed))), 4, plain)(0, 0)
+    assert [p for p, _ in batch.skipped] == [str(bad)]
+    # Position 1 takes position 2's file, with its own draws (a crop of its own), and position 2's label.
+    own = streamed.images.augmented(2, PREP, plain, sample_generator(3, 0, 0, 1))
+    mean = torch.tensor(PREP.mean).view(3, 1, 1) * 255
+    assert torch.allclose(batch.inputs[1] * torch.tensor(PREP.std).view(3, 1, 1) * 255 + mean, own, atol=1e-3)
+    assert not torch.equal(batch.inputs[1], batch.inputs[2])
+    assert torch.equal(batch.targets[1], batch.targets[2])
 
 
 def _poisoned(original, poison: str, action: str):

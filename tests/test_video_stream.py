@@ -19,7 +19,8 @@ from conftest import SHARED_DATA, run_cli, shared_data
 from test_stream_training import _drive, _same, killed_and_resumed_equals_straight
 from test_video_training import TINY_VIDEO, make_video_folder, video_config, write_moving_square
 from vitkit.data import video_stream
-from vitkit.data.stream import StepBatch, StepLoader, take_skipped
+from vitkit.data.files import take_skipped
+from vitkit.data.stream import StepBatch, StepLoader
 from vitkit.data.video import ClipSampler, decode_frames, decode_video
 from vitkit.data.video_folder import VideoFolder, labelled_videos
 from vitkit.data.video_stream import FileVideos

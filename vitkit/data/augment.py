@@ -210,13 +210,10 @@ def translate_y(image: torch.Tensor, pixels: float) -> torch.Tensor:
 
 
 def _shift(image: torch.Tensor, pixels: int, dim: int) -> torch.Tensor:
-    """A translation by whole pixels along ``dim``: what bilinear sampling gives exactly, copied instead of sampled
-    (10x faster). The policies' translations are whole pixels."""
-    out = torch.full_like(image, FILL)
-    n = image.shape[dim]
+    """A translation by whole pixels along ``dim`` (the policies' are): what bilinear sampling gives, copied (10x)."""
+    out, n = torch.full_like(image, FILL), image.shape[dim]
     if abs(pixels) < n:
-        kept = image.narrow(dim, max(0, -pixels), n - abs(pixels))
-        out.narrow(dim, max(0, pixels), n - abs(pixels)).copy_(kept)
+        out.narrow(dim, max(0, pixels), n - abs(pixels)).copy_(image.narrow(dim, max(0, -pixels), n - abs(pixels)))
     return out
 
 

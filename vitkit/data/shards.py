@@ -30,8 +30,8 @@ import torch
 from ..errors import VitkitError
 from .decode import IMAGE_EXTENSIONS
 from .pipeline import Augment, Preprocess
-from .stream import (EpochStream, FileImages, StepBatch, StreamedImageSet, failure, take_skipped,
-                     train_batch_from_files)
+from .files import FileImages, StreamedImageSet, take_skipped, train_batch_from_files
+from .stream import EpochStream, StepBatch, failure
 
 INDEX_FILE = "index.json"
 SHUFFLE_BLOCK = 256

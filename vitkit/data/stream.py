@@ -1,13 +1,9 @@
 """Batches built in worker processes, so data sets larger than memory train and a GPU is kept fed.
 
-Two pieces, both independent of the training loop:
-
-- :class:`StepLoader` runs a *build function* ``build(epoch, step) -> StepBatch`` in ``torch.utils.data``
-  worker processes (persistent, prefetching, pinned memory for CUDA). A batch is still a pure function of
-  (seed, epoch, step, position), whichever worker builds it, so resume and N processes stay exact.
-- :class:`FileImages` is the images of a folder decoded on demand (nothing is held), the streaming
-  counterpart of the in-memory :class:`~vitkit.data.images.ImageSet`; :func:`train_batch_from_files` builds
-  a training batch from it, replacing an unreadable file by the next readable sample of the same batch.
+:class:`StepLoader` runs a *build function* ``build(epoch, step) -> StepBatch`` in ``torch.utils.data`` worker
+processes (persistent, prefetching, pinned memory for CUDA), independent of the training loop. A batch is still a
+pure function of (seed, epoch, step, position), whichever worker builds it, so resume and N processes stay exact.
+What the workers build from a folder (files decoded on demand) is in files.py.
 
 A worker that dies (a decoder crash, the OOM killer) or fails names the file it was reading, and the run stops
 with one line (:class:`~vitkit.errors.VitkitError`), never a hang: each worker writes the path it is about to
@@ -26,18 +22,14 @@ import signal
 import sys
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import VitkitError
-from .decode import BadImage
-from .images import load_for_model
 from . import loader_workers
-from .loader_workers import WorkerInit, WorkerSlots, reading  # noqa: F401 (reading: re-exported)
-from .pipeline import Augment, Preprocess, augment_file, sample_generator, train_batch
+from .loader_workers import WorkerInit, WorkerSlots
 
 STALL_SECONDS = float(os.environ.get("VITKIT_LOADER_TIMEOUT", 600))
 """A worker that delivers nothing for this long is stuck (a hung network mount, a decoder loop): the run stops
@@ -59,157 +51,6 @@ def default_workers(processes_per_machine: int = 1) -> int:
     """Worker processes per training process: the cores left after one for each training process (1-16)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, processes_per_machine) - 1))
-
-
-# --- a folder decoded on demand -----------------------------------------------------------------------------
-
-_found_bad: list[tuple[str, str]] = []  # unreadable files met by this process since the last take_skipped()
-
-
-def found_bad(path: str, reason: str) -> None:
-    """Record an unreadable file met by this process (handed back with its batch by :func:`take_skipped`)."""
-    _found_bad.append((path, reason))
-
-
-def take_skipped() -> list[tuple[str, str]]:
-    """(path, reason) of the unreadable files this process met since the last call."""
-    found = list(_found_bad)
-    _found_bad.clear()
-    return found
-
-
-class FileImages:
-    """``images[i]`` decodes file ``i`` (shorter side ``short_side``) when asked; nothing is kept."""
-
-    def __init__(self, paths: Sequence[str | Path], short_side: int, interpolation: str = "bicubic") -> None:
-        self.paths = [str(p) for p in paths]
-        self.short_side = short_side
-        self.interpolation = interpolation
-        """How the shorter side is fitted (``data.images.RESIZE_MODES``)."""
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """uint8 [3, h, w]; raises BadImage (after recording it for :func:`take_skipped`)."""
-        return self._recorded(index, lambda source: load_for_model(source, self.short_side, self.interpolation))
-
-    def augmented(self, index: int, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:
-        """Item ``index`` as a random-resized-crop training sample straight from its file
-        (:func:`~vitkit.data.pipeline.augment_file`); raises BadImage (recorded)."""
-        return self._recorded(index, lambda source: augment_file(source, prep, aug, g))
-
-    def source(self, index: int) -> str | bytes:
-        """What to decode for item ``index`` (a path; the bytes, for images read from a shard)."""
-        return self.paths[index]
-
-    def _recorded(self, index: int, decode: Callable[[str | bytes], torch.Tensor]) -> torch.Tensor:
-        reading(self.paths[index])
-        try:
-            return decode(self.source(index))
-        except BadImage as error:
-            found_bad(self.paths[index], str(error))
-            raise
-
-
-@dataclass
-class StreamedSet:
-    """A labelled folder (or a shard batch) read at each use: ``files`` decodes item ``i`` when asked
-    (:class:`FileImages`, or ``video_stream.FileVideos``) and has their ``paths``."""
-
-    files: Any
-    labels: list[int]
-    class_names: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """Unreadable files found so far (they are met while training, not up front)."""
-
-    @property
-    def paths(self) -> list[str]:
-        return self.files.paths
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-class StreamedImageSet(StreamedSet):
-    """A labelled image folder read from disk at each use; the counterpart of ``ImageSet``."""
-
-    @property
-    def images(self) -> FileImages:
-        return self.files
-
-
-class _Decoded:
-    """What ``train_batch`` reads (``.images[i]``, ``.labels[i]``), over images decoded for one batch."""
-
-    def __init__(self, images: dict[int, torch.Tensor], labels: list[int]) -> None:
-        self.images, self.labels = images, labels
-
-
-def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
-                           num_classes: int, where: tuple[int, int, int],
-                           positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pipeline.train_batch`` on files decoded now. An unreadable file at position p is replaced by the
-    next readable position of the same global batch (p+1, p+2, ... cyclically): still a pure function of the
-    batch, whichever process or worker builds it. Unreadable files are recorded for :func:`take_skipped`."""
-    positions = range(len(indices)) if positions is None else positions
-    if aug.crop == "rrc":
-        return _cropped_from_files(data, indices, prep, aug, num_classes, where, positions)
-    size = len(indices)
-    wanted = set(positions) | ({size - 1 - p for p in positions} if aug.mixup or aug.cutmix else set())
-    decoded: dict[int, torch.Tensor | None] = {}
-
-    def readable(index: int) -> bool:
-        if index not in decoded:
-            try:
-                decoded[index] = data.images[index]
-            except BadImage:
-                decoded[index] = None
-        return decoded[index] is not None
-
-    fixed = list(indices)
-    for p in sorted(wanted):
-        fixed[p] = indices[readable_position(indices, p, readable, where, data.paths)]
-    images = {i: t for i, t in decoded.items() if t is not None}
-    return train_batch(_Decoded(images, data.labels), fixed, prep, aug, num_classes, where, positions)  # type: ignore[arg-type]
-
-
-def _cropped_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
-                        num_classes: int, where: tuple[int, int, int],
-                        positions: range) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`train_batch_from_files` with random-resized crops: each sample is cut from its file as it is decoded
-    (``FileImages.augmented``: one resampling, a reduced decode where the crop allows), with the generator of its
-    position, and goes into the batch before the next is made."""
-    unreadable: set[int] = set()
-
-    def sample(p: int) -> tuple[torch.Tensor, int]:
-        built: list[torch.Tensor] = []
-
-        def readable(index: int) -> bool:
-            if index not in unreadable:
-                try:
-                    built.append(data.images.augmented(index, prep, aug, sample_generator(*where, p)))
-                    return True
-                except BadImage:
-                    unreadable.add(index)
-            return False
-
-        index = indices[readable_position(indices, p, readable, where, data.paths)]
-        return built[0], index
-
-    return train_batch(data, indices, prep, aug, num_classes, where, positions, sample)  # type: ignore[arg-type]
-
-
-def readable_position(indices: list[int], p: int, readable: Callable[[int], bool], where: tuple[int, int, int],
-                      paths: Sequence[str]) -> int:
-    """The position that stands in for position ``p`` of a global batch of ``indices``: ``p`` itself, else the next
-    one (p+1, p+2, ... cyclically) whose sample is ``readable``; a batch of unreadable samples -> VitkitError."""
-    size = len(indices)
-    q = next((q % size for q in range(p, p + size) if readable(indices[q % size])), None)
-    if q is None:
-        raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
-                          f"{paths[indices[p]]}; check the data folder")
-    return q
 
 
 # --- the loader ---------------------------------------------------------------------------------------------

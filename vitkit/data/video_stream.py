@@ -4,7 +4,7 @@
 Each clip decodes only the frames it takes (:func:`~vitkit.data.video.decode_frames`) and cuts them exactly as
 ``VideoFolder`` cuts its cached frames, so a streamed training batch equals the in-memory one bit for bit and
 stays a pure function of (seed, epoch, step, position). A video that cannot be used (unreadable, too short) is
-met when a batch needs it: it is recorded for :func:`~vitkit.data.stream.take_skipped` and its position takes
+met when a batch needs it: it is recorded for :func:`~vitkit.data.files.take_skipped` and its position takes
 the next usable video of the same global batch, as for images.
 """
 
@@ -19,7 +19,7 @@ from torch.nn.functional import one_hot
 
 from .pipeline import sample_seed
 from .loader_workers import reading
-from .stream import StreamedSet, found_bad, readable_position
+from .files import StreamedSet, found_bad, readable_position
 from .video import BadVideo, ClipSampler, decode_frames
 from .video_folder import MAX_FRAMES
 

@@ -16,7 +16,8 @@ import torch
 
 from ..data.cache import CachePlan, plan_cache
 from ..data.shards import is_shard_spec
-from ..data.stream import StepBatch, StepLoader, default_workers, log_skipped, take_skipped, worker_niceness
+from ..data.files import take_skipped
+from ..data.stream import StepBatch, StepLoader, default_workers, log_skipped, worker_niceness
 from .config import TrainConfig
 
 

@@ -18,8 +18,8 @@ from ..data.decode import BadImage
 from ..data.folders import find_dataset
 from ..data.pipeline import Preprocess, eval_batch
 from ..data.shards import ShardBatches, ShardPlan, ShardSet, image_bytes, label_of, open_shards, read_samples
-from ..data.stream import (EpochStream, FileImages, StepBatch, StepLoader, StreamedImageSet, failure,
-                           take_skipped, train_batch_from_files, worker_niceness)
+from ..data.files import FileImages, StreamedImageSet, take_skipped, train_batch_from_files
+from ..data.stream import EpochStream, StepBatch, StepLoader, failure, worker_niceness
 from ..errors import VitkitError
 from .config import TrainConfig
 from .evaluate import _report, autocast
