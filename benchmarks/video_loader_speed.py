@@ -39,7 +39,7 @@ def feed(data: Path, frames: int, size: int, batch: int, workers: int, cache: st
     loader = StepLoader(_FolderSteps(task, 0, batch, range(batch), epoch_order), workers, prefetch=2)
     steps = task.sizes[0] // batch
     for epoch in itertools.count():
-        for ready in loader.batches(epoch, range(steps)):
+        for ready in loader.batches(epoch, range(steps), per_epoch=steps):  # as training asks for them
             yield ready.inputs
 
 

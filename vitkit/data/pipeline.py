@@ -1,4 +1,5 @@
-"""From cached uint8 images to model-ready batches, for training (augmented) and evaluation (center crop).
+"""From cached uint8 images (or, for random-resized crops, straight from files) to model-ready batches, for
+training (augmented) and evaluation (center crop).
 
 A training batch is a pure function of (images, indices, seed, epoch, step): each sample's augmentation draws
 from its own generator seeded by its position in the batch, so any batch (or any process's shard of it) can be
@@ -127,7 +128,7 @@ def train_batch(data: ImageSet, indices: list[int], prep: Preprocess, aug: Augme
                 sample: Sample | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented, normalised images [b, 3, S, S] and soft targets [b, classes] for ``positions`` (default: all)
     of the global batch ``indices``; ``where`` is (seed, epoch, step). ``sample``, when given, builds each
-    position's image elsewhere (from files, where an unreadable file is replaced by another: see stream.py).
+    position's image elsewhere (from files, where an unreadable file is replaced by another: see files.py).
 
     Mixing pairs position p with position B-1-p of the global batch, so a process that builds a shard also
     builds its partners' images: every shard is exactly the matching rows of the one-process batch.
