@@ -118,7 +118,7 @@ class Swin3DConfig:
 # The paper's two sizes. ``_RGBN`` are the ScanNet fine-tuning models of Swin3D_Task (cRSE on XYZ, RGB and NORM,
 # 9 inputs, a Swin3D block after each up-sampling: 28.23 M / 71.13 M parameters with 13 classes). The plain
 # names are the models whose counts the official README lists (23.57 M / 60.75 M): the Structured3D-pretrained
-# backbones with cRSE on XYZ and RGB, RGB inputs and the plain interpolating decoder; see docs/swin3d.md.
+# backbones with cRSE on XYZ and RGB, RGB inputs and the plain interpolating decoder (README: Results, Swin3D).
 SWIN3D_S_RGBN = Swin3DConfig()
 SWIN3D_L_RGBN = Swin3DConfig(channels=(80, 160, 320, 640, 640), heads=(10, 10, 20, 40, 40))
 SWIN3D_S = SWIN3D_S_RGBN.replace(crse=("xyz", "rgb"), in_channels=3, up_attention=False)
