@@ -16,7 +16,7 @@ from ..errors import VitkitError
 from .decode import BadImage
 from .images import load_for_model
 from .loader_workers import reading
-from .pipeline import Augment, Preprocess, augment_file, sample_generator, train_batch
+from .pipeline import Augment, Preprocess, augment_file, augment_image, sample_generator, train_batch
 
 
 _found_bad: list[tuple[str, str]] = []  # unreadable files met by this process since the last take_skipped()
@@ -51,9 +51,12 @@ class FileImages:
         return self._recorded(index, lambda source: load_for_model(source, self.short_side, self.interpolation))
 
     def augmented(self, index: int, prep: Preprocess, aug: Augment, g: torch.Generator) -> torch.Tensor:
-        """Item ``index`` as a random-resized-crop training sample straight from its file
-        (:func:`~vitkit.data.pipeline.augment_file`); raises BadImage (recorded)."""
-        return self._recorded(index, lambda source: augment_file(source, prep, aug, g))
+        """Item ``index`` as a training sample: a random-resized crop cut straight from its file
+        (:func:`~vitkit.data.pipeline.augment_file`), other crops from the fitted image, as from the cache
+        (:func:`~vitkit.data.pipeline.augment_image`); raises BadImage (recorded)."""
+        if aug.crop == "rrc":
+            return self._recorded(index, lambda source: augment_file(source, prep, aug, g))
+        return augment_image(self[index], prep, aug, g)
 
     def source(self, index: int) -> str | bytes:
         """What to decode for item ``index`` (a path; the bytes, for images read from a shard)."""
@@ -95,47 +98,13 @@ class StreamedImageSet(StreamedSet):
         return self.files
 
 
-class _Decoded:
-    """What ``train_batch`` reads (``.images[i]``, ``.labels[i]``), over images decoded for one batch."""
-
-    def __init__(self, images: dict[int, torch.Tensor], labels: list[int]) -> None:
-        self.images, self.labels = images, labels
-
-
 def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
                            num_classes: int, where: tuple[int, int, int],
                            positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pipeline.train_batch`` on files decoded now. An unreadable file at position p is replaced by the
-    next readable position of the same global batch (p+1, p+2, ... cyclically): still a pure function of the
+    """``pipeline.train_batch`` on files decoded now, each sample going into the batch before the next is made
+    (``FileImages.augmented``, with the generator of its position). An unreadable file at position p is replaced by
+    the next readable position of the same global batch (p+1, p+2, ... cyclically): still a pure function of the
     batch, whichever process or worker builds it. Unreadable files are recorded for :func:`take_skipped`."""
-    positions = range(len(indices)) if positions is None else positions
-    if aug.crop == "rrc":
-        return _cropped_from_files(data, indices, prep, aug, num_classes, where, positions)
-    size = len(indices)
-    wanted = set(positions) | ({size - 1 - p for p in positions} if aug.mixup or aug.cutmix else set())
-    decoded: dict[int, torch.Tensor | None] = {}
-
-    def readable(index: int) -> bool:
-        if index not in decoded:
-            try:
-                decoded[index] = data.images[index]
-            except BadImage:
-                decoded[index] = None
-        return decoded[index] is not None
-
-    fixed = list(indices)
-    for p in sorted(wanted):
-        fixed[p] = indices[readable_position(indices, p, readable, where, data.paths)]
-    images = {i: t for i, t in decoded.items() if t is not None}
-    return train_batch(_Decoded(images, data.labels), fixed, prep, aug, num_classes, where, positions)  # type: ignore[arg-type]
-
-
-def _cropped_from_files(data: StreamedImageSet, indices: list[int], prep: Preprocess, aug: Augment,
-                        num_classes: int, where: tuple[int, int, int],
-                        positions: range) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`train_batch_from_files` with random-resized crops: each sample is cut from its file as it is decoded
-    (``FileImages.augmented``: one resampling, a reduced decode where the crop allows), with the generator of its
-    position, and goes into the batch before the next is made."""
     unreadable: set[int] = set()
 
     def sample(p: int) -> tuple[torch.Tensor, int]:

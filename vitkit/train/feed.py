@@ -97,7 +97,7 @@ class Feed:
 
     def first_batch(self) -> StepBatch:
         """Step 0 of epoch 0, on its own (for the pace probe)."""
-        return next(iter(self.loader.batches(0, range(1))))
+        return next(self.loader.batches(0, range(1)))
 
     def batches(self, epoch: int, first_step: int, steps: int) -> Iterator[StepBatch]:
         """Steps ``first_step`` .. ``steps - 1`` of ``epoch`` (``steps`` per epoch: the workers go on into the next
