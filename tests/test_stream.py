@@ -20,6 +20,7 @@ from test_training import make_folder
 from vitkit.data import images as images_module
 from vitkit.data import files, stream
 from vitkit.data.cache import plan_cache
+from vitkit.data.decode import BadImage
 from vitkit.data.folders import find_dataset
 from vitkit.data.images import decode_files
 from vitkit.data.pipeline import Augment, Preprocess, sample_generator, train_batch
@@ -145,6 +146,24 @@ def test_a_random_resized_crop_of_an_unreadable_file_is_cut_from_the_next_readab
     assert torch.allclose(batch.inputs[1] * torch.tensor(PREP.std).view(3, 1, 1) * 255 + mean, own, atol=1e-3)
     assert not torch.equal(batch.inputs[1], batch.inputs[2])
     assert torch.equal(batch.targets[1], batch.targets[2])
+
+
+def test_a_sample_is_built_from_the_next_usable_item_and_a_failed_item_is_not_tried_again() -> None:
+    tried: list[int] = []
+
+    def build(index: int) -> str:
+        tried.append(index)
+        if index in (5, 6):
+            raise BadImage("broken")
+        return f"sample of {index}"
+
+    unusable: set[int] = set()
+    paths = [f"f{i}.jpg" for i in range(10)]
+    assert files.build_or_replace([5, 6, 7], 0, build, unusable, BadImage, (0, 0, 0), paths) == ("sample of 7", 7)
+    assert files.build_or_replace([5, 6, 7], 1, build, unusable, BadImage, (0, 0, 0), paths) == ("sample of 7", 7)
+    assert tried == [5, 6, 7, 7] and unusable == {5, 6}
+    with pytest.raises(VitkitError, match="no file of training batch 4 \\(epoch 3\\) is readable, e.g. f6.jpg"):
+        files.build_or_replace([6, 5], 0, build, unusable, BadImage, (0, 2, 3), paths)
 
 
 def _poisoned(original, poison: str, action: str):

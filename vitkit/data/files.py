@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
@@ -18,6 +18,8 @@ from .images import load_for_model
 from .loader_workers import reading
 from .pipeline import Augment, Preprocess, augment_file, augment_image, sample_generator, train_batch
 
+
+T = TypeVar("T")  # a sample: an image, a clip
 
 _found_bad: list[tuple[str, str]] = []  # unreadable files met by this process since the last take_skipped()
 
@@ -108,30 +110,27 @@ def train_batch_from_files(data: StreamedImageSet, indices: list[int], prep: Pre
     unreadable: set[int] = set()
 
     def sample(p: int) -> tuple[torch.Tensor, int]:
-        built: list[torch.Tensor] = []
+        def build(index: int) -> torch.Tensor:
+            return data.images.augmented(index, prep, aug, sample_generator(*where, p))
 
-        def readable(index: int) -> bool:
-            if index not in unreadable:
-                try:
-                    built.append(data.images.augmented(index, prep, aug, sample_generator(*where, p)))
-                    return True
-                except BadImage:
-                    unreadable.add(index)
-            return False
-
-        index = indices[readable_position(indices, p, readable, where, data.paths)]
-        return built[0], index
+        return build_or_replace(indices, p, build, unreadable, BadImage, where, data.paths)
 
     return train_batch(data, indices, prep, aug, num_classes, where, positions, sample)  # type: ignore[arg-type]
 
 
-def readable_position(indices: list[int], p: int, readable: Callable[[int], bool], where: tuple[int, int, int],
-                      paths: Sequence[str]) -> int:
-    """The position that stands in for position ``p`` of a global batch of ``indices``: ``p`` itself, else the next
-    one (p+1, p+2, ... cyclically) whose sample is ``readable``; a batch of unreadable samples -> VitkitError."""
+def build_or_replace(indices: list[int], p: int, build: Callable[[int], T], unusable: set[int],
+                     errors: type[Exception], where: tuple[int, int, int], paths: Sequence[str]) -> tuple[T, int]:
+    """Position ``p``'s sample of a global batch of ``indices``, ``build(index)``: from its own item, else from the
+    next one (p+1, p+2, ... cyclically) that builds. Items that raise ``errors`` join ``unusable`` and are not tried
+    again. Returns the sample and the index it was built from; a batch of unusable items -> VitkitError."""
     size = len(indices)
-    q = next((q % size for q in range(p, p + size) if readable(indices[q % size])), None)
-    if q is None:
-        raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
-                          f"{paths[indices[p]]}; check the data folder")
-    return q
+    for q in range(p, p + size):
+        index = indices[q % size]
+        if index in unusable:
+            continue
+        try:
+            return build(index), index
+        except errors:
+            unusable.add(index)
+    raise VitkitError(f"no file of training batch {where[2] + 1} (epoch {where[1] + 1}) is readable, e.g. "
+                      f"{paths[indices[p]]}; check the data folder")

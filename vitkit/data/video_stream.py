@@ -19,7 +19,7 @@ from torch.nn.functional import one_hot
 
 from .pipeline import sample_seed
 from .loader_workers import reading
-from .files import StreamedSet, found_bad, readable_position
+from .files import StreamedSet, build_or_replace, found_bad
 from .video import BadVideo, ClipSampler, decode_frames
 from .video_folder import MAX_FRAMES
 
@@ -78,19 +78,10 @@ def train_clips_from_files(data: StreamedVideoSet, indices: list[int], num_class
     bad: set[int] = set()
     clips, labels = [], []
     for p in positions:
-        found: dict[str, torch.Tensor] = {}
+        def clip(index: int, p: int = p) -> torch.Tensor:
+            return data.videos.clip(index, True, random.Random(sample_seed(*where, p)))
 
-        def usable(index: int) -> bool:
-            if index in bad:
-                return False
-            try:
-                found["clip"] = data.videos.clip(index, True, random.Random(sample_seed(*where, p)))
-            except BadVideo:
-                bad.add(index)
-                return False
-            return True
-
-        q = readable_position(indices, p, usable, where, data.paths)
-        clips.append(found["clip"])
-        labels.append(data.labels[indices[q]])
+        built, index = build_or_replace(indices, p, clip, bad, BadVideo, where, data.paths)
+        clips.append(built)
+        labels.append(data.labels[index])
     return torch.stack(clips), one_hot(torch.tensor(labels), num_classes).float()
